@@ -1,0 +1,147 @@
+"""Settings from the environment (django-environ); secrets have no defaults outside DEBUG."""
+
+from datetime import timedelta
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env = environ.Env()
+
+DEBUG = env.bool("DEBUG", default=False)
+
+_missing = [name for name in ("SECRET_KEY", "AUDIT_HMAC_KEY") if not env.str(name, default="")]
+if _missing and not DEBUG:
+    raise ImproperlyConfigured(
+        f"{' and '.join(_missing)} must be set when DEBUG is off "
+        "(generate each with: python -c 'import secrets; print(secrets.token_urlsafe(50))')."
+    )
+# Development-only fallbacks: DEBUG is on, so nothing real is protected by them.
+SECRET_KEY = env.str("SECRET_KEY", default="") or "dev-only-insecure-secret-key"
+# Keys the audit fingerprints; deliberately not SECRET_KEY (as Vault's audit devices do).
+AUDIT_HMAC_KEY = env.str("AUDIT_HMAC_KEY", default="") or "dev-only-insecure-audit-key"
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "connections_app",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "connections_app.roles.navigation",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+DATABASES["default"]["ATOMIC_REQUESTS"] = False
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+
+# Production hardening; all of it is off in DEBUG so the dev server works over http.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 3600)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
+SECURE_HSTS_PRELOAD = not DEBUG
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
+# Vault / OpenBao
+VAULT_ADDR = env.str("VAULT_ADDR", default="http://127.0.0.1:8200")
+VAULT_TOKEN = env.str("VAULT_TOKEN", default="")
+VAULT_ROLE_ID = env.str("VAULT_ROLE_ID", default="")
+VAULT_SECRET_ID = env.str("VAULT_SECRET_ID", default="")
+VAULT_APPROLE_MOUNT = env.str("VAULT_APPROLE_MOUNT", default="approle")
+VAULT_K8S_ROLE = env.str("VAULT_K8S_ROLE", default="")
+VAULT_K8S_MOUNT = env.str("VAULT_K8S_MOUNT", default="kubernetes")
+VAULT_K8S_TOKEN_PATH = env.str(
+    "VAULT_K8S_TOKEN_PATH", default="/var/run/secrets/kubernetes.io/serviceaccount/token"
+)
+VAULT_NAMESPACE = env.str("VAULT_NAMESPACE", default="")
+VAULT_CACERT = env.str("VAULT_CACERT", default="")
+VAULT_TIMEOUT = env.float("VAULT_TIMEOUT", default=5.0)
+
+# AWS: boto3's own credential chain and AWS_ENDPOINT_URL(_EVENTS) variables apply.
+AWS_REGION = env.str("AWS_REGION", default=env.str("AWS_DEFAULT_REGION", default="us-east-1"))
+AWS_CONNECT_TIMEOUT = env.float("AWS_CONNECT_TIMEOUT", default=3.0)
+AWS_READ_TIMEOUT = env.float("AWS_READ_TIMEOUT", default=10.0)
+AWS_MAX_ATTEMPTS = env.int("AWS_MAX_ATTEMPTS", default=3)
+
+REQUEST_TTL = timedelta(seconds=env.int("REQUEST_TTL_SECONDS", default=7 * 24 * 3600))
+# A request left in "submitting" longer than this is assumed to have lost its response.
+SUBMIT_STALE_AFTER = timedelta(seconds=env.int("SUBMIT_STALE_AFTER_SECONDS", default=120))
+
+# Clients that print request bodies (botocore prints secrets at DEBUG) stay at WARNING.
+_QUIET = {"level": "WARNING", "propagate": True}
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {
+        name: _QUIET for name in ("botocore", "boto3", "s3transfer", "urllib3", "hvac", "requests")
+    },
+}

@@ -1,0 +1,353 @@
+"""The request document: create_connection's own shape, with a Vault reference at each secret leaf.
+
+validate() checks it against botocore's EventBridge model (read at run time), resolve() turns it
+into the real kwargs for one call, redact() into the copy the audit log keeps.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from . import audit, eventbridge, vault
+
+AUTH_SECTIONS = {
+    "BASIC": "BasicAuthParameters",
+    "OAUTH_CLIENT_CREDENTIALS": "OAuthParameters",
+    "API_KEY": "ApiKeyAuthParameters",
+}
+PARAMETER_LISTS = ("HeaderParameters", "QueryStringParameters", "BodyParameters")
+# Secret leaves that are always references (DESIGN.md); parameter Values are by IsValueSecret.
+ALWAYS_SECRET = ("Password", "ClientSecret", "ApiKeyValue")
+MAX_PAYLOAD_BYTES = 64 * 1024
+# Room kept in Description for the marker that lets a retry recognise its own connection.
+MARKER_ROOM = len(" [eb-request:0123456789abcdef]")
+
+LABELS = {
+    "Name": "Name",
+    "Description": "Description",
+    "AuthorizationType": "Authorization type",
+    "Username": "Username",
+    "Password": "Password",
+    "ClientID": "Client ID",
+    "ClientSecret": "Client secret",
+    "AuthorizationEndpoint": "Authorization endpoint",
+    "HttpMethod": "HTTP method",
+    "ApiKeyName": "API key name",
+    "ApiKeyValue": "API key value",
+    "KmsKeyIdentifier": "KMS key identifier",
+    "ResourceConfigurationArn": "Resource configuration ARN",
+    "Key": "Key",
+    "Value": "Value",
+}
+
+
+@dataclass(frozen=True)
+class Issue:
+    path: str  # dotted path into the document, list rows as [i]
+    code: str
+    message: str
+
+
+def is_reference(value) -> bool:
+    return isinstance(value, dict) and "vault" in value
+
+
+def make_reference(text: str) -> dict:
+    """`mount/path#key@3` -> {"vault": "mount/path#key", "version": 3}; raises InvalidReference."""
+    ref = vault.parse_reference(text)
+    return {"vault": f"{ref.path}#{ref.key}", "version": ref.version}
+
+
+def reference_text(leaf: dict) -> str:
+    version = leaf.get("version")
+    return f"{leaf['vault']}@{version}" if version else leaf["vault"]
+
+
+def to_vault_reference(leaf: dict) -> vault.Reference:
+    return vault.parse_reference(reference_text(leaf))
+
+
+def canonical(document: dict) -> str:
+    return audit.canonical_json(document)
+
+
+def document_hash(document: dict) -> str:
+    """SHA-256 of the canonical document, references included: what an approval is bound to."""
+    return hashlib.sha256(canonical(document).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------
+# Walking secret leaves
+
+
+def secret_leaves(document: dict) -> Iterator[tuple[tuple, dict]]:
+    """(path, reference) for every secret leaf, in a stable order."""
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            if is_reference(node):
+                yield path, node
+                return
+            for key in sorted(node):
+                yield from walk(node[key], (*path, key))
+        elif isinstance(node, list):
+            for i, item in enumerate(node):
+                yield from walk(item, (*path, i))
+
+    yield from walk(document, ())
+
+
+def _replace(document: dict, path: tuple, value) -> None:
+    node = document
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+
+
+def path_text(path: tuple) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Validation against the service model
+
+
+def _model_member(shape, name):
+    return shape.members.get(name)
+
+
+def _check_string(shape, value: str, path: str, issues: list[Issue]) -> None:
+    label = LABELS.get(path.rsplit(".", 1)[-1].split("[")[0], path)
+    meta = shape.metadata
+    if "min" in meta and len(value) < meta["min"]:
+        issues.append(Issue(path, "required", f"{label} is required."))
+        return
+    if "max" in meta and len(value) > meta["max"]:
+        issues.append(
+            Issue(path, "too_long", f"{label} must be at most {meta['max']} characters.")
+        )
+        return
+    enum = getattr(shape, "enum", None)
+    if enum and value not in enum:
+        issues.append(Issue(path, "invalid_choice", f"{label} must be one of {', '.join(enum)}."))
+        return
+    pattern = meta.get("pattern")
+    if pattern and value and not re.fullmatch(pattern, value, flags=re.DOTALL):
+        issues.append(Issue(path, "invalid_characters", _pattern_message(shape.name, label)))
+
+
+def _pattern_message(shape_name: str, label: str) -> str:
+    return {
+        "ConnectionName": "Use only letters, digits, “.”, “-” and “_”.",
+        "AuthHeaderParameters": f"{label} may not contain control characters or “:”.",
+        "HeaderKey": "A header name is an HTTP token: letters, digits and !#$%&'*+-.^_`|~ only.",
+        "HeaderValueSensitive": "A header value may hold printable ASCII characters only.",
+        "QueryStringKey": "A query-string key may not contain control characters.",
+        "QueryStringValueSensitive": "A query-string value may not contain control characters.",
+        "HttpsEndpoint": "Enter a URL with only URL-safe characters (percent-encode the rest).",
+        "KmsKeyIdentifier": "Use a key ID, key ARN, alias name or alias ARN.",
+        "ResourceConfigurationArn": "Enter a VPC Lattice resource configuration ARN.",
+    }.get(shape_name, f"{label} has characters AWS does not accept.")
+
+
+def _walk(shape, value, path: str, issues: list[Issue], secret: bool) -> None:
+    label = LABELS.get(path.rsplit(".", 1)[-1].split("[")[0], path)
+    if secret:
+        if not is_reference(value):
+            issues.append(
+                Issue(path, "secret_not_reference", f"{label} must be a Vault reference.")
+            )
+            return
+        try:
+            to_vault_reference(value)
+        except vault.InvalidReference as exc:
+            issues.append(Issue(path, exc.code, exc.message))
+        return
+    if is_reference(value):
+        issues.append(Issue(path, "reference_not_secret", f"{label} takes a plain value."))
+        return
+    kind = shape.type_name
+    if kind == "structure":
+        if not isinstance(value, dict):
+            issues.append(Issue(path, "invalid", f"{label} must be an object."))
+            return
+        for extra in sorted(set(value) - set(shape.members)):
+            issues.append(Issue(_join(path, extra), "unknown_field", f"Unknown field {extra}."))
+        for name in shape.required_members:
+            if name not in value:
+                member_label = LABELS.get(name, name)
+                issues.append(Issue(_join(path, name), "required", f"{member_label} is required."))
+        for name, member in shape.members.items():
+            if name not in value:
+                continue
+            child_secret = name in ALWAYS_SECRET or (
+                name == "Value" and bool(value.get("IsValueSecret"))
+            )
+            _walk(member, value[name], _join(path, name), issues, child_secret)
+    elif kind == "list":
+        if not isinstance(value, list):
+            issues.append(Issue(path, "invalid", f"{label} must be a list."))
+            return
+        limit = shape.metadata.get("max")
+        if limit is not None and len(value) > limit:
+            issues.append(Issue(path, "too_many", f"At most {limit} parameters per list."))
+            return
+        for i, item in enumerate(value):
+            _walk(shape.member, item, f"{path}[{i}]", issues, False)
+    elif kind == "boolean":
+        if not isinstance(value, bool):
+            issues.append(Issue(path, "invalid", f"{label} must be true or false."))
+    elif kind == "string":
+        if not isinstance(value, str):
+            issues.append(Issue(path, "invalid", f"{label} must be text."))
+            return
+        _check_string(shape, value, path, issues)
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def validate(document: dict) -> list[Issue]:
+    """Every problem the service model (and what the model leaves out) can find, by field."""
+    shape = eventbridge.service_model().operation_model("CreateConnection").input_shape
+    issues: list[Issue] = []
+    _walk(shape, document, "", issues, False)
+
+    auth_type = document.get("AuthorizationType")
+    auth = document.get("AuthParameters")
+    if isinstance(auth, dict) and auth_type in AUTH_SECTIONS:
+        wanted = AUTH_SECTIONS[auth_type]
+        if wanted not in auth:
+            issues.append(
+                Issue(f"AuthParameters.{wanted}", "required", f"{auth_type} needs its section.")
+            )
+        for other in set(AUTH_SECTIONS.values()) - {wanted}:
+            if other in auth:
+                issues.append(
+                    Issue(
+                        f"AuthParameters.{other}",
+                        "section_not_chosen",
+                        f"{other} does not belong to {auth_type}.",
+                    )
+                )
+        oauth = auth.get("OAuthParameters")
+        if auth_type == "OAUTH_CLIENT_CREDENTIALS" and isinstance(oauth, dict):
+            endpoint = oauth.get("AuthorizationEndpoint")
+            if isinstance(endpoint, str) and endpoint:
+                parts = urlsplit(endpoint)
+                if parts.scheme != "https" or not parts.netloc:
+                    issues.append(
+                        Issue(
+                            "AuthParameters.OAuthParameters.AuthorizationEndpoint",
+                            "not_https",
+                            "The authorization endpoint must be an https:// URL.",
+                        )
+                    )
+    description = document.get("Description")
+    if isinstance(description, str) and len(description) > 512 - MARKER_ROOM:
+        issues.append(
+            Issue(
+                "Description",
+                "too_long",
+                f"Description must be at most {512 - MARKER_ROOM} characters "
+                "(the rest is kept for the request marker).",
+            )
+        )
+    if estimated_size(document) >= MAX_PAYLOAD_BYTES:
+        issues.append(
+            Issue(
+                "",
+                "payload_too_large",
+                "The request would exceed EventBridge's 64 KB limit; use fewer or shorter "
+                "parameters.",
+            )
+        )
+    return _dedupe(issues)
+
+
+def _dedupe(issues: list[Issue]) -> list[Issue]:
+    seen, out = set(), []
+    for issue in issues:
+        if (issue.path, issue.code) not in seen:
+            seen.add((issue.path, issue.code))
+            out.append(issue)
+    return out
+
+
+def estimated_size(document: dict) -> int:
+    """Bytes of the JSON payload, counting each secret at its largest allowed size (512)."""
+    draft = copy.deepcopy(document)
+    for path, _ in list(secret_leaves(draft)):
+        _replace(draft, path, "x" * 512)
+    return len(json.dumps(draft, separators=(",", ":")).encode()) + MARKER_ROOM
+
+
+# ---------------------------------------------------------------------------
+# Resolution and redaction
+
+
+def resolve(
+    document: dict, read: Callable[[vault.Reference], vault.Resolution], *, marker: str = ""
+) -> tuple[dict, dict[tuple, vault.Resolution]]:
+    """The create_connection kwargs with real values: in memory, for one call only."""
+    payload = copy.deepcopy(document)
+    resolutions: dict[tuple, vault.Resolution] = {}
+    cache: dict[str, vault.Resolution] = {}
+    for path, leaf in list(secret_leaves(document)):
+        text = reference_text(leaf)
+        if text not in cache:
+            cache[text] = read(to_vault_reference(leaf))
+        resolutions[path] = cache[text]
+        _replace(payload, path, cache[text].value)
+    if marker:
+        description = payload.get("Description", "")
+        payload["Description"] = f"{description} {marker}".strip()
+    return payload, resolutions
+
+
+def redact(document: dict, resolutions: dict[tuple, vault.Resolution] | None = None) -> dict:
+    """The audit copy: each secret leaf as reference, version read and keyed fingerprint."""
+    copy_ = copy.deepcopy(document)
+    for path, leaf in list(secret_leaves(document)):
+        entry = {"vault": leaf["vault"], "version": leaf.get("version"), "redacted": True}
+        resolution = (resolutions or {}).get(path)
+        if resolution is not None:
+            entry["version"] = resolution.info.version
+            entry["fingerprint"] = audit.fingerprint(resolution.value)
+        _replace(copy_, path, entry)
+    return copy_
+
+
+def _shape_at(path: tuple):
+    shape = eventbridge.service_model().operation_model("CreateConnection").input_shape
+    for part in path:
+        shape = shape.member if isinstance(part, int) else shape.members[part]
+    return shape
+
+
+def check_values(payload: dict, resolutions: dict[tuple, vault.Resolution]) -> list[str]:
+    """Resolved values against the model's rules; messages name the reference, never the value."""
+    problems = []
+    for path, resolution in resolutions.items():
+        issues: list[Issue] = []
+        _check_string(_shape_at(path), resolution.value, path_text(path), issues)
+        for issue in issues:
+            info = resolution.info
+            version = f" (version {info.version})" if info.version else ""
+            problems.append(
+                f"The value of {info.reference.path}#{info.reference.key}{version} does not "
+                f"fit {path_text(path)}: {issue.code.replace('_', ' ')}."
+            )
+    if len(json.dumps(payload, separators=(",", ":")).encode()) >= MAX_PAYLOAD_BYTES:
+        problems.append("With the secrets filled in, the request exceeds the 64 KB limit.")
+    return problems

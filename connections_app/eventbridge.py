@@ -1,0 +1,169 @@
+"""AWS EventBridge: the only module that imports boto3.
+
+boto3 finds credentials through its normal chain and the endpoint through AWS_ENDPOINT_URL
+(or AWS_ENDPOINT_URL_EVENTS), so the same code talks to AWS and to a local emulator.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+
+import boto3
+import botocore.exceptions
+import botocore.session
+from botocore.config import Config
+from django.conf import settings
+
+
+class EventBridgeError(Exception):
+    """An AWS problem with a message a person can act on (never a secret value)."""
+
+    def __init__(self, message: str, *, code: str, retryable: bool = False):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.retryable = retryable
+
+
+# AWS error codes, and what a person can do about each.
+_MESSAGES = {
+    "ResourceAlreadyExistsException": (
+        "A connection with this name already exists in the account; choose another name.",
+        False,
+    ),
+    "LimitExceededException": (
+        "The account has reached its EventBridge connection quota (3,000 per Region by "
+        "default); delete unused connections or ask AWS for a higher quota.",
+        True,
+    ),
+    "AccessDeniedException": (
+        "AWS denied the call: the app's IAM role lacks events:CreateConnection (and "
+        "secretsmanager:CreateSecret) or a policy forbids it.",
+        True,
+    ),
+    "ThrottlingException": (
+        "AWS throttled the request even after the SDK's standard retries; retry in a minute.",
+        True,
+    ),
+    "InternalException": ("AWS had an internal error; retry later.", True),
+    "ValidationException": ("AWS rejected a parameter of the request.", False),
+    "ResourceNotFoundException": ("The connection does not exist in the account.", False),
+}
+
+_lock = threading.Lock()
+_session_clients: dict[str, object] = {}
+
+
+def _client(service: str):
+    with _lock:
+        if service not in _session_clients:
+            config = Config(
+                region_name=settings.AWS_REGION,
+                connect_timeout=settings.AWS_CONNECT_TIMEOUT,
+                read_timeout=settings.AWS_READ_TIMEOUT,
+                retries={"mode": "standard", "max_attempts": settings.AWS_MAX_ATTEMPTS},
+            )
+            _session_clients[service] = boto3.session.Session().client(service, config=config)
+        return _session_clients[service]
+
+
+def events_client():
+    return _client("events")
+
+
+def reset_clients() -> None:
+    """Forget the process's clients (settings or endpoint changed, or tests)."""
+    with _lock:
+        _session_clients.clear()
+
+
+def translate(exc: Exception) -> EventBridgeError:
+    """Turn an SDK error into a message that names what happened, never what was sent."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        code = exc.response.get("Error", {}).get("Code", "Unknown")
+        message, retryable = _MESSAGES.get(
+            code, (f"AWS refused the request ({code}).", code.endswith("Exception"))
+        )
+        return EventBridgeError(message, code=code, retryable=retryable)
+    if isinstance(exc, botocore.exceptions.ParamValidationError):
+        # botocore's report names parameters and rules, but can quote values: keep it out.
+        return EventBridgeError(
+            "The SDK rejected the request's parameters before sending it; "
+            "check field lengths and required fields.",
+            code="ParamValidationError",
+        )
+    if isinstance(exc, botocore.exceptions.ReadTimeoutError | botocore.exceptions.ConnectTimeoutError):
+        return EventBridgeError(
+            "The EventBridge endpoint timed out; whether the call took effect is checked "
+            "with describe_connection on retry.",
+            code="Timeout",
+            retryable=True,
+        )
+    if isinstance(exc, botocore.exceptions.EndpointConnectionError | botocore.exceptions.ConnectionClosedError):
+        return EventBridgeError(
+            "The EventBridge endpoint could not be reached; check the network and the region.",
+            code="EndpointUnreachable",
+            retryable=True,
+        )
+    if isinstance(exc, botocore.exceptions.NoCredentialsError | botocore.exceptions.PartialCredentialsError):
+        return EventBridgeError(
+            "No AWS credentials were found for the app.", code="NoCredentials", retryable=True
+        )
+    return EventBridgeError(
+        "The AWS SDK failed unexpectedly; see the server log.", code="SdkError", retryable=True
+    )
+
+
+_SDK_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
+
+
+def create_connection(payload: dict) -> dict:
+    """events.create_connection(**payload); the payload holds secret values: never log it."""
+    try:
+        return events_client().create_connection(**payload)
+    except _SDK_ERRORS as exc:
+        raise translate(exc) from None
+
+
+def describe_connection(name: str) -> dict | None:
+    """The connection, or None when there is none with that name."""
+    try:
+        return events_client().describe_connection(Name=name)
+    except botocore.exceptions.ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+            return None
+        raise translate(exc) from None
+    except botocore.exceptions.BotoCoreError as exc:
+        raise translate(exc) from None
+
+
+def health() -> dict:
+    """Whether the EventBridge endpoint answers an authenticated call."""
+    try:
+        events_client().list_connections(Limit=1)
+        return {"reachable": True}
+    except _SDK_ERRORS as exc:
+        err = translate(exc)
+        return {"reachable": False, "error": err.code}
+
+
+def account_id() -> str | None:
+    try:
+        return _client("sts").get_caller_identity()["Account"]
+    except _SDK_ERRORS:
+        return None
+
+
+def endpoint_url() -> str:
+    return events_client().meta.endpoint_url
+
+
+@functools.cache
+def service_model():
+    """botocore's own EventBridge model: the source of truth for validation."""
+    return botocore.session.get_session().get_service_model("events")
+
+
+def shape(name: str):
+    return service_model().shape_for(name)

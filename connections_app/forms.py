@@ -1,0 +1,392 @@
+"""The request form: every create_connection parameter, secrets as Vault references."""
+
+from __future__ import annotations
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.forms import formset_factory
+
+from . import document as doc, vault
+
+TYPE_CHOICES = [
+    ("BASIC", "BASIC: username and password"),
+    ("OAUTH_CLIENT_CREDENTIALS", "OAUTH_CLIENT_CREDENTIALS: client ID and secret"),
+    ("API_KEY", "API_KEY: API key name and value"),
+]
+REF_HELP = "A Vault reference: mount/path#key, optionally @version (secret/app/partner#password@3)."
+MAX_ROWS = 100
+
+
+def _ref_field(label: str, api: str) -> forms.CharField:
+    return forms.CharField(
+        label=label,
+        required=False,
+        max_length=1024,
+        help_text=f"<code>{api}</code>. {REF_HELP}",
+        widget=forms.TextInput(
+            attrs={"class": "vault-ref", "autocomplete": "off", "spellcheck": "false"}
+        ),
+    )
+
+
+def _text(label: str, api: str, help_text: str = "", **kwargs) -> forms.CharField:
+    help_ = f"<code>{api}</code>. {help_text}".strip()
+    return forms.CharField(label=label, required=False, help_text=help_, **kwargs)
+
+
+class ConnectionRequestForm(forms.Form):
+    name = _text(
+        "Name", "Name", "1-64 letters, digits, “.”, “-” or “_”; unique in the account and Region."
+    )
+    description = _text(
+        "Description", "Description", widget=forms.Textarea(attrs={"rows": 2}), max_length=2000
+    )
+    authorization_type = forms.ChoiceField(
+        label="Authorization type",
+        choices=TYPE_CHOICES,
+        widget=forms.RadioSelect,
+        help_text="<code>AuthorizationType</code>: how EventBridge signs in to the partner API.",
+    )
+    basic_username = _text("Username", "BasicAuthParameters.Username")
+    basic_password = _ref_field("Password", "BasicAuthParameters.Password")
+    oauth_client_id = _text("Client ID", "ClientParameters.ClientID")
+    oauth_client_secret = _ref_field("Client secret", "ClientParameters.ClientSecret")
+    oauth_endpoint = _text(
+        "Authorization endpoint",
+        "OAuthParameters.AuthorizationEndpoint",
+        "The https:// URL EventBridge calls for a token. Tokens are fetched again when the "
+        "partner API answers 401 or 407.",
+        max_length=4096,
+    )
+    oauth_http_method = forms.ChoiceField(
+        label="HTTP method",
+        required=False,
+        choices=[("POST", "POST"), ("GET", "GET"), ("PUT", "PUT")],
+        help_text="<code>OAuthParameters.HttpMethod</code>: used for the token request.",
+    )
+    oauth_resource_arn = _text(
+        "Private authorization endpoint (resource configuration ARN)",
+        "OAuthParameters.ConnectivityParameters.ResourceParameters.ResourceConfigurationArn",
+        "Only for an endpoint reached through VPC Lattice; creation can then take minutes.",
+    )
+    apikey_name = _text(
+        "API key name", "ApiKeyAuthParameters.ApiKeyName", "The header that carries the key."
+    )
+    apikey_value = _ref_field("API key value", "ApiKeyAuthParameters.ApiKeyValue")
+    invocation_resource_arn = _text(
+        "Private API (resource configuration ARN)",
+        "InvocationConnectivityParameters.ResourceParameters.ResourceConfigurationArn",
+        "Only when the partner API is private, reached through VPC Lattice.",
+    )
+    kms_key = _text(
+        "KMS key identifier",
+        "KmsKeyIdentifier",
+        "Optional: the customer managed key for the connection's secret (ID, ARN or alias). "
+        "Empty: an AWS owned key.",
+    )
+
+    SECTION_FIELDS = {
+        "BASIC": ("basic_username", "basic_password"),
+        "OAUTH_CLIENT_CREDENTIALS": (
+            "oauth_client_id",
+            "oauth_client_secret",
+            "oauth_endpoint",
+            "oauth_http_method",
+            "oauth_resource_arn",
+        ),
+        "API_KEY": ("apikey_name", "apikey_value"),
+    }
+    REQUIRED = {
+        "BASIC": ("basic_username", "basic_password"),
+        "OAUTH_CLIENT_CREDENTIALS": (
+            "oauth_client_id",
+            "oauth_client_secret",
+            "oauth_endpoint",
+            "oauth_http_method",
+        ),
+        "API_KEY": ("apikey_name", "apikey_value"),
+    }
+    REF_FIELDS = ("basic_password", "oauth_client_secret", "apikey_value")
+
+    def clean(self):
+        data = super().clean()
+        if not data.get("name"):
+            self.add_error("name", ValidationError("Name is required.", code="required"))
+        chosen = data.get("authorization_type")
+        # Sections not chosen are ignored and discarded (they all post when JavaScript is off).
+        for kind, fields in self.SECTION_FIELDS.items():
+            if kind == chosen:
+                continue
+            for field in fields:
+                data[field] = ""
+                self.errors.pop(field, None)
+        for field in self.REQUIRED.get(chosen, ()):
+            if not data.get(field):
+                label = self.fields[field].label
+                self.add_error(field, ValidationError(f"{label} is required.", code="required"))
+        for field in self.REF_FIELDS:
+            if data.get(field):
+                try:
+                    data[field] = doc.make_reference(data[field])
+                except vault.InvalidReference as exc:
+                    self.add_error(field, ValidationError(exc.message, code=exc.code))
+        return data
+
+
+class ParameterForm(forms.Form):
+    key = forms.CharField(label="Key", required=False, max_length=2048)
+    value = forms.CharField(label="Value", required=False, max_length=4096)
+    is_secret = forms.BooleanField(
+        label="Value is secret",
+        required=False,
+        help_text="Tick to give a Vault reference; EventBridge then never shows the value.",
+    )
+
+    def clean(self):
+        data = super().clean()
+        key, value, secret = data.get("key", ""), data.get("value", ""), data.get("is_secret")
+        if not key and not value:
+            return data  # an empty row is ignored
+        if not key:
+            self.add_error("key", ValidationError("Key is required.", code="required"))
+        if not value:
+            message = "Enter a Vault reference." if secret else "Value is required."
+            self.add_error("value", ValidationError(message, code="required"))
+            return data
+        if secret:
+            try:
+                data["value"] = doc.make_reference(value)
+            except vault.InvalidReference as exc:
+                self.add_error(
+                    "value",
+                    ValidationError(
+                        f"This row is marked secret, so its value must be a Vault reference: "
+                        f"{exc.message}",
+                        code=f"secret_{exc.code}",
+                    ),
+                )
+        elif _looks_like_reference(value):
+            self.add_error(
+                "value",
+                ValidationError(
+                    "This looks like a Vault reference: tick “Value is secret” so it is "
+                    "resolved from Vault, or enter the literal value.",
+                    code="reference_not_marked_secret",
+                ),
+            )
+        return data
+
+    def is_blank(self) -> bool:
+        return not (self.cleaned_data.get("key") or self.cleaned_data.get("value"))
+
+
+def _looks_like_reference(value: str) -> bool:
+    try:
+        vault.parse_reference(value)
+    except vault.InvalidReference:
+        return False
+    return True
+
+
+ParameterFormSet = formset_factory(
+    ParameterForm, extra=1, max_num=MAX_ROWS, validate_max=True, absolute_max=MAX_ROWS + 1
+)
+
+# (prefix, document path, title)
+PARAMETER_LISTS = [
+    ("oauth_header", ("OAuthParameters", "OAuthHttpParameters", "HeaderParameters"), "Headers"),
+    ("oauth_query", ("OAuthParameters", "OAuthHttpParameters", "QueryStringParameters"), "Query strings"),
+    ("oauth_body", ("OAuthParameters", "OAuthHttpParameters", "BodyParameters"), "Body"),
+    ("inv_header", ("InvocationHttpParameters", "HeaderParameters"), "Headers"),
+    ("inv_query", ("InvocationHttpParameters", "QueryStringParameters"), "Query strings"),
+    ("inv_body", ("InvocationHttpParameters", "BodyParameters"), "Body"),
+]
+FIELD_PATHS = {
+    "Name": "name",
+    "Description": "description",
+    "AuthorizationType": "authorization_type",
+    "KmsKeyIdentifier": "kms_key",
+    "AuthParameters.BasicAuthParameters.Username": "basic_username",
+    "AuthParameters.BasicAuthParameters.Password": "basic_password",
+    "AuthParameters.BasicAuthParameters": "authorization_type",
+    "AuthParameters.OAuthParameters": "authorization_type",
+    "AuthParameters.ApiKeyAuthParameters": "authorization_type",
+    "AuthParameters.OAuthParameters.ClientParameters.ClientID": "oauth_client_id",
+    "AuthParameters.OAuthParameters.ClientParameters.ClientSecret": "oauth_client_secret",
+    "AuthParameters.OAuthParameters.AuthorizationEndpoint": "oauth_endpoint",
+    "AuthParameters.OAuthParameters.HttpMethod": "oauth_http_method",
+    "AuthParameters.OAuthParameters.ConnectivityParameters.ResourceParameters"
+    ".ResourceConfigurationArn": "oauth_resource_arn",
+    "AuthParameters.ApiKeyAuthParameters.ApiKeyName": "apikey_name",
+    "AuthParameters.ApiKeyAuthParameters.ApiKeyValue": "apikey_value",
+    "InvocationConnectivityParameters.ResourceParameters.ResourceConfigurationArn": (
+        "invocation_resource_arn"
+    ),
+}
+
+
+class RequestForms:
+    """The main form and its six parameter formsets, validated and converted as one unit."""
+
+    def __init__(self, data=None, *, initial: dict | None = None):
+        initial = initial or {}
+        self.form = ConnectionRequestForm(data, initial=initial.get("form"))
+        self.formsets = {
+            prefix: ParameterFormSet(data, prefix=prefix, initial=initial.get(prefix))
+            for prefix, _, _ in PARAMETER_LISTS
+        }
+        self._row_map: dict[str, tuple[str, int]] = {}
+
+    def is_valid(self) -> bool:
+        valid = self.form.is_valid()
+        chosen = getattr(self.form, "cleaned_data", {}).get("authorization_type")
+        for prefix, formset in self.formsets.items():
+            if prefix.startswith("oauth_") and chosen != "OAUTH_CLIENT_CREDENTIALS":
+                continue  # a section not chosen is discarded, rows included
+            valid = formset.is_valid() and valid
+        return valid
+
+    def list_sections(self):
+        return [
+            (prefix, title, self.formsets[prefix])
+            for prefix, _, title in PARAMETER_LISTS
+        ]
+
+    def to_document(self) -> dict:
+        data = self.form.cleaned_data
+        kind = data["authorization_type"]
+        document: dict = {"Name": data["name"], "AuthorizationType": kind}
+        if data.get("description"):
+            document["Description"] = data["description"]
+        auth: dict = {}
+        if kind == "BASIC":
+            auth["BasicAuthParameters"] = {
+                "Username": data["basic_username"],
+                "Password": data["basic_password"],
+            }
+        elif kind == "API_KEY":
+            auth["ApiKeyAuthParameters"] = {
+                "ApiKeyName": data["apikey_name"],
+                "ApiKeyValue": data["apikey_value"],
+            }
+        else:
+            oauth = {
+                "ClientParameters": {
+                    "ClientID": data["oauth_client_id"],
+                    "ClientSecret": data["oauth_client_secret"],
+                },
+                "AuthorizationEndpoint": data["oauth_endpoint"],
+                "HttpMethod": data["oauth_http_method"],
+            }
+            if data.get("oauth_resource_arn"):
+                oauth["ConnectivityParameters"] = {
+                    "ResourceParameters": {"ResourceConfigurationArn": data["oauth_resource_arn"]}
+                }
+            auth["OAuthParameters"] = oauth
+        for prefix, path, _ in PARAMETER_LISTS:
+            if prefix.startswith("oauth_") and kind != "OAUTH_CLIENT_CREDENTIALS":
+                continue
+            rows = []
+            for index, row in enumerate(self.formsets[prefix].forms):
+                if not row.cleaned_data or row.is_blank():
+                    continue
+                doc_path = "AuthParameters." + ".".join(path) + f"[{len(rows)}]"
+                self._row_map[doc_path] = (prefix, index)
+                rows.append(
+                    {
+                        "Key": row.cleaned_data["key"],
+                        "Value": row.cleaned_data["value"],
+                        "IsValueSecret": bool(row.cleaned_data["is_secret"]),
+                    }
+                )
+            if rows:
+                node = auth
+                for part in path[:-1]:
+                    node = node.setdefault(part, {})
+                node[path[-1]] = rows
+        document["AuthParameters"] = auth
+        if data.get("invocation_resource_arn"):
+            document["InvocationConnectivityParameters"] = {
+                "ResourceParameters": {"ResourceConfigurationArn": data["invocation_resource_arn"]}
+            }
+        if data.get("kms_key"):
+            document["KmsKeyIdentifier"] = data["kms_key"]
+        return document
+
+    def add_issues(self, issues: list[doc.Issue]) -> None:
+        """Put each document problem next to the field it is about."""
+        for issue in issues:
+            error = ValidationError(issue.message, code=issue.code)
+            path = issue.path
+            if path.startswith("AuthParameters.") and "Parameters[" in path:
+                row_path, _, leaf = path.rpartition(".")
+                if row_path in self._row_map and leaf in ("Key", "Value"):
+                    prefix, index = self._row_map[row_path]
+                    self.formsets[prefix].forms[index].add_error(leaf.lower(), error)
+                    continue
+                list_path = path.split("[")[0]
+                for prefix, lpath, _ in PARAMETER_LISTS:
+                    if list_path.endswith(".".join(lpath)):
+                        self.formsets[prefix]._non_form_errors = self.formsets[
+                            prefix
+                        ].error_class([error.message])
+                        break
+                else:
+                    self.form.add_error(None, error)
+                continue
+            if path.startswith("InvocationHttpParameters") or path.endswith("Parameters"):
+                self.form.add_error(None, error)
+                continue
+            self.form.add_error(FIELD_PATHS.get(path), error)
+
+    def has_errors(self) -> bool:
+        return bool(self.form.errors) or any(
+            formset.total_error_count() for formset in self.formsets.values()
+        )
+
+
+def initial_from_document(document: dict) -> dict:
+    """Form and formset initial data from a stored document (for editing)."""
+    auth = document.get("AuthParameters", {})
+    basic = auth.get("BasicAuthParameters", {})
+    oauth = auth.get("OAuthParameters", {})
+    client = oauth.get("ClientParameters", {})
+    apikey = auth.get("ApiKeyAuthParameters", {})
+
+    def ref(leaf):
+        return doc.reference_text(leaf) if doc.is_reference(leaf) else ""
+
+    def arn(node):
+        return node.get("ResourceParameters", {}).get("ResourceConfigurationArn", "")
+
+    form = {
+        "name": document.get("Name", ""),
+        "description": document.get("Description", ""),
+        "authorization_type": document.get("AuthorizationType"),
+        "basic_username": basic.get("Username", ""),
+        "basic_password": ref(basic.get("Password")),
+        "oauth_client_id": client.get("ClientID", ""),
+        "oauth_client_secret": ref(client.get("ClientSecret")),
+        "oauth_endpoint": oauth.get("AuthorizationEndpoint", ""),
+        "oauth_http_method": oauth.get("HttpMethod", "POST"),
+        "oauth_resource_arn": arn(oauth.get("ConnectivityParameters", {})),
+        "apikey_name": apikey.get("ApiKeyName", ""),
+        "apikey_value": ref(apikey.get("ApiKeyValue")),
+        "invocation_resource_arn": arn(document.get("InvocationConnectivityParameters", {})),
+        "kms_key": document.get("KmsKeyIdentifier", ""),
+    }
+    initial = {"form": form}
+    for prefix, path, _ in PARAMETER_LISTS:
+        node = auth
+        for part in path:
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        rows = node if isinstance(node, list) else []
+        initial[prefix] = [
+            {
+                "key": row.get("Key", ""),
+                "value": ref(row["Value"]) if row.get("IsValueSecret") else row.get("Value", ""),
+                "is_secret": bool(row.get("IsValueSecret")),
+            }
+            for row in rows
+        ]
+    return initial

@@ -1,0 +1,100 @@
+"""Start the embedded dev stack (OpenBao + moto), seed it, create demo users; optionally serve."""
+
+import os
+import signal
+import subprocess
+import sys
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.management.base import BaseCommand
+
+from connections_app import devstack, roles
+
+DEMO_USERS = [
+    ("requester", [roles.REQUESTERS], False),
+    ("approver", [roles.APPROVERS], False),
+    ("auditor", [roles.AUDITORS], False),
+    ("admin", [], True),
+]
+DEFAULT_DEMO_PASSWORD = "demo-password-123"
+AWS_KEYS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_EVENTS", "AWS_ACCESS_KEY_ID", "AWS_PROFILE")
+
+
+class Command(BaseCommand):
+    help = "Start a dev OpenBao and moto server on loopback (unless configured), seed, and serve."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--serve", action="store_true", help="also run the app server")
+        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+
+    def handle(self, *args, serve: bool, port: int, **options):
+        started: list[devstack.Server] = []
+        env = dict(os.environ)
+        try:
+            if not os.environ.get("VAULT_ADDR"):
+                bao = devstack.start_openbao(port=8200)
+                started.append(bao)
+                refs = devstack.seed_demo_secrets(bao.url, bao.extra["token"])
+                env.update(VAULT_ADDR=bao.url, VAULT_TOKEN=bao.extra["token"])
+            else:
+                refs = {}
+                self.stdout.write(f"Using the Vault at {os.environ['VAULT_ADDR']} (nothing started).")
+            if not any(os.environ.get(key) for key in AWS_KEYS):
+                moto = devstack.start_moto(port=5001)
+                started.append(moto)
+                env.update(
+                    AWS_ENDPOINT_URL=moto.url,
+                    AWS_ACCESS_KEY_ID="testing",
+                    AWS_SECRET_ACCESS_KEY="testing",  # noqa: S105 - moto's dummy credentials
+                    AWS_REGION=env.get("AWS_REGION", "us-east-1"),
+                    AWS_DEFAULT_REGION=env.get("AWS_REGION", "us-east-1"),
+                )
+            else:
+                self.stdout.write("Using the AWS settings from the environment (nothing started).")
+            password = os.environ.get("DEMO_PASSWORD") or DEFAULT_DEMO_PASSWORD
+            self._demo_users(password)
+            self._report(env, refs, port, password)
+            if serve:
+                app = subprocess.Popen(
+                    [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
+                    env=env,
+                )
+                app.wait()
+            else:
+                signal.pause()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            for server in reversed(started):
+                server.stop()
+            self.stdout.write("Dev stack stopped.")
+
+    def _demo_users(self, password: str) -> None:
+        users = get_user_model()
+        for username, groups, superuser in DEMO_USERS:
+            user, _ = users.objects.get_or_create(username=username)
+            user.is_staff = user.is_superuser = superuser
+            user.set_password(password)
+            user.save()
+            user.groups.set(Group.objects.filter(name__in=groups))
+
+    def _report(self, env: dict, refs: dict, port: int, password: str) -> None:
+        w = self.stdout.write
+        w("")
+        w(self.style.SUCCESS(f"App:        http://127.0.0.1:{port}/"))
+        w(f"Demo users: requester, approver, auditor, admin (password: {password})")
+        if refs:
+            w("Demo Vault references:")
+            for ref, what in refs.items():
+                w(f"  {ref:55} {what}")
+        w("")
+        w("For the bao and aws command lines against this stack:")
+        w(f"  export VAULT_ADDR={env.get('VAULT_ADDR', '')}")
+        if "VAULT_TOKEN" in env:
+            w(f"  export VAULT_TOKEN={env['VAULT_TOKEN']}")
+        if env.get("AWS_ENDPOINT_URL"):
+            w(f"  export AWS_ENDPOINT_URL={env['AWS_ENDPOINT_URL']}")
+            w("  export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1")
+        w("Ctrl-C stops everything started here.")
+        w("")

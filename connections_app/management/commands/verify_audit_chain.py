@@ -1,0 +1,16 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from connections_app import audit
+
+
+class Command(BaseCommand):
+    help = "Recompute the audit hash chain; exit non-zero naming the first bad event."
+
+    def handle(self, *args, **options):
+        result = audit.verify_chain()
+        if not result.ok:
+            raise CommandError(
+                f"Audit chain broken at event {result.bad_event}: {result.reason} "
+                f"({result.checked} events verified before it)."
+            )
+        self.stdout.write(self.style.SUCCESS(f"Audit chain intact: {result.checked} events."))

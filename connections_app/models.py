@@ -1,0 +1,179 @@
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class ConnectionRequest(models.Model):
+    """A request for one EventBridge connection; `document` holds Vault references, never values."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    SUBMITTING = "submitting"
+    CREATED = "created"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    STATUS_CHOICES = [
+        (PENDING, "Pending approval"),
+        (APPROVED, "Approved"),
+        (SUBMITTING, "Submitting"),
+        (CREATED, "Created"),
+        (FAILED, "Failed"),
+        (REJECTED, "Rejected"),
+        (CANCELLED, "Cancelled"),
+        (EXPIRED, "Expired"),
+    ]
+    # A name is taken while a request for it may still become (or is) a connection.
+    NAME_HOLDING = (PENDING, APPROVED, SUBMITTING, CREATED)
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=64, db_index=True)
+    authorization_type = models.CharField(max_length=32)
+    requester = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="connection_requests"
+    )
+    status = models.CharField(max_length=16, choices=STATUS_CHOICES, default=PENDING)
+    document = models.JSONField()
+    document_hash = models.CharField(max_length=64)
+    revision = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    expires_at = models.DateTimeField()
+
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="decided_connection_requests",
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_comment = models.TextField(blank=True)
+    approved_hash = models.CharField(max_length=64, blank=True)
+
+    submit_started_at = models.DateTimeField(null=True, blank=True)
+    submit_attempts = models.PositiveIntegerField(default=0)
+    connection_arn = models.CharField(max_length=1600, blank=True)
+    connection_state = models.CharField(max_length=32, blank=True)
+    state_reason = models.CharField(max_length=512, blank=True)
+    secret_arn = models.CharField(max_length=1600, blank=True)
+    connection_created_at = models.DateTimeField(null=True, blank=True)
+    connection_modified_at = models.DateTimeField(null=True, blank=True)
+    last_authorized_at = models.DateTimeField(null=True, blank=True)
+    state_checked_at = models.DateTimeField(null=True, blank=True)
+    error_code = models.CharField(max_length=64, blank=True)
+    error_message = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        permissions = [
+            ("approve_connectionrequest", "Can approve or reject connection requests"),
+        ]
+        indexes = [models.Index(fields=["status", "created_at"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["name"],
+                condition=models.Q(status__in=["pending", "approved", "submitting", "created"]),
+                name="one_live_request_per_name",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_status_display()})"
+
+    @property
+    def marker(self) -> str:
+        """Carried in the connection's Description so a retry can recognise its own connection."""
+        return f"[eb-request:{self.public_id.hex[:16]}]"
+
+
+class DocumentRevision(models.Model):
+    """Every version of a request's document, kept when the requester edits it."""
+
+    request = models.ForeignKey(ConnectionRequest, on_delete=models.CASCADE, related_name="revisions")
+    number = models.PositiveIntegerField()
+    document = models.JSONField()
+    document_hash = models.CharField(max_length=64)
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["request", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["request", "number"], name="unique_revision_number")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.request.name} r{self.number}"
+
+
+class AuditChainHead(models.Model):
+    """One row: the newest event's position and hash. Locking it serialises appends."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    last_seq = models.BigIntegerField(default=0)
+    last_hash = models.CharField(max_length=64, default="0" * 64)
+
+    def __str__(self) -> str:
+        return f"audit head at {self.last_seq}"
+
+
+class AppendOnlyError(Exception):
+    pass
+
+
+class AuditEventQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise AppendOnlyError("Audit events cannot be changed.")
+
+    def delete(self):
+        raise AppendOnlyError("Audit events cannot be deleted.")
+
+
+class AuditEvent(models.Model):
+    """An append-only, hash-chained record of one step.
+
+    `id` is the position in the chain (1, 2, 3, ... with no gaps, given out under the head's
+    lock); `data` is canonical JSON stored as text, so verifying never re-serialises it.
+    """
+
+    id = models.BigIntegerField(primary_key=True)
+    created_at = models.DateTimeField(db_index=True)
+    # Plain ids, not foreign keys: deleting a user or request must never touch the log.
+    actor_id = models.BigIntegerField(null=True, blank=True)
+    actor_username = models.CharField(max_length=150, blank=True)
+    action = models.CharField(max_length=64)
+    request_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    connection_name = models.CharField(max_length=64, blank=True)
+    outcome = models.CharField(max_length=16)
+    arn = models.CharField(max_length=1600, blank=True)
+    connection_state = models.CharField(max_length=32, blank=True)
+    data = models.TextField()
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64, unique=True)
+
+    objects = AuditEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["action", "id"]),
+            models.Index(fields=["connection_name", "id"]),
+            models.Index(fields=["actor_username", "id"]),
+            models.Index(fields=["outcome", "id"]),
+            models.Index(fields=["arn", "id"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.id} {self.action}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise AppendOnlyError("Audit events cannot be changed.")
+        kwargs["force_insert"] = True
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AppendOnlyError("Audit events cannot be deleted.")

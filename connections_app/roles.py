@@ -1,0 +1,43 @@
+"""The three roles, as Django groups with permissions, and the navigation each one sees."""
+
+from django.contrib.auth.models import Group, Permission
+
+REQUESTERS = "connection-requesters"
+APPROVERS = "connection-approvers"
+AUDITORS = "auditors"
+
+GROUP_PERMISSIONS = {
+    REQUESTERS: ["add_connectionrequest", "view_connectionrequest"],
+    APPROVERS: ["approve_connectionrequest", "view_connectionrequest", "view_auditevent"],
+    AUDITORS: ["view_auditevent"],
+}
+
+CAN_REQUEST = "connections_app.add_connectionrequest"
+CAN_APPROVE = "connections_app.approve_connectionrequest"
+CAN_AUDIT = "connections_app.view_auditevent"
+
+
+def ensure_groups(**kwargs) -> None:
+    for name, codenames in GROUP_PERMISSIONS.items():
+        group, _ = Group.objects.get_or_create(name=name)
+        perms = Permission.objects.filter(
+            content_type__app_label="connections_app", codename__in=codenames
+        )
+        group.permissions.add(*perms)
+
+
+def navigation(request) -> dict:
+    """Menu entries for what the signed-in user may do; nothing for anonymous visitors."""
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return {"nav": []}
+    items = []
+    if user.has_perm(CAN_REQUEST):
+        items += [("request_new", "New request"), ("request_mine", "My requests")]
+    if user.has_perm(CAN_APPROVE):
+        items += [("approval_queue", "Approval queue"), ("connection_list", "Connections")]
+    if user.has_perm(CAN_AUDIT):
+        items.append(("audit_list", "Audit log"))
+    if user.is_superuser:
+        items += [("status", "Status"), ("admin:index", "Admin")]
+    return {"nav": items}

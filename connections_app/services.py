@@ -1,0 +1,500 @@
+"""The workflow: every change to a request, and the audit event that records it, happens here."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
+
+from . import audit, document as doc, eventbridge, vault
+from .models import ConnectionRequest, DocumentRevision
+from .roles import CAN_APPROVE, CAN_REQUEST
+
+log = logging.getLogger(__name__)
+R = ConnectionRequest
+
+
+class ActionRefused(PermissionDenied):
+    """A workflow action that may not happen now; `code` is stable for tests and templates."""
+
+    def __init__(self, message: str, *, code: str):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class DocumentInvalid(Exception):
+    def __init__(self, issues: list[doc.Issue]):
+        super().__init__(f"{len(issues)} problem(s) in the request")
+        self.issues = issues
+
+
+# ---------------------------------------------------------------------------
+# Checks before a document is accepted
+
+
+def reference_check(text: str) -> vault.SecretInfo:
+    """The Check button: does this reference resolve with the app's token? Never the value."""
+    return vault.check(vault.parse_reference(text))
+
+
+def document_problems(document: dict, *, exclude: ConnectionRequest | None = None) -> list[doc.Issue]:
+    """Model validation, then name in use (here and in AWS), then every Vault reference."""
+    issues = doc.validate(document)
+    name = document.get("Name")
+    if isinstance(name, str) and not any(i.path == "Name" for i in issues):
+        issues += _name_problems(name, exclude)
+    bad_paths = {i.path for i in issues}
+    for path, leaf in doc.secret_leaves(document):
+        where = doc.path_text(path)
+        if where in bad_paths:
+            continue
+        try:
+            vault.check(doc.to_vault_reference(leaf))
+        except vault.VaultError as exc:
+            issues.append(doc.Issue(where, exc.code, exc.message))
+    return issues
+
+
+def _name_problems(name: str, exclude: ConnectionRequest | None) -> list[doc.Issue]:
+    taken = R.objects.filter(name=name, status__in=R.NAME_HOLDING)
+    if exclude is not None:
+        taken = taken.exclude(pk=exclude.pk)
+    if taken.exists():
+        return [doc.Issue("Name", "name_taken", "Another request here already uses this name.")]
+    if exclude is not None and exclude.name == name:
+        return []
+    try:
+        existing = eventbridge.describe_connection(name)
+    except eventbridge.EventBridgeError:
+        return []  # AWS did not answer: the approval's create call is the final word
+    if existing is not None:
+        return [
+            doc.Issue("Name", "name_exists_in_aws", "A connection with this name exists in AWS.")
+        ]
+    return []
+
+
+# ---------------------------------------------------------------------------
+# Requester actions
+
+
+def _check_requester(user) -> None:
+    if not user.has_perm(CAN_REQUEST):
+        raise ActionRefused("You may not request connections.", code="not_requester")
+
+
+@transaction.atomic
+def request_create(*, requester, document: dict) -> ConnectionRequest:
+    _check_requester(requester)
+    issues = document_problems(document)
+    if issues:
+        raise DocumentInvalid(issues)
+    now = timezone.now()
+    request = R(
+        name=document["Name"],
+        authorization_type=document["AuthorizationType"],
+        requester=requester,
+        document=document,
+        document_hash=doc.document_hash(document),
+        expires_at=now + settings.REQUEST_TTL,
+    )
+    request.full_clean()
+    try:
+        with transaction.atomic():
+            request.save()
+    except IntegrityError:
+        raise DocumentInvalid(
+            [doc.Issue("Name", "name_taken", "Another request here already uses this name.")]
+        ) from None
+    DocumentRevision.objects.create(
+        request=request, number=1, document=document, document_hash=request.document_hash,
+        author=requester,
+    )
+    audit.record(
+        action="connection.request.create",
+        actor=requester,
+        request=request,
+        data={"document": doc.redact(document), "document_hash": request.document_hash},
+    )
+    return request
+
+
+@transaction.atomic
+def request_update(*, request: ConnectionRequest, editor, document: dict) -> ConnectionRequest:
+    request = R.objects.select_for_update().get(pk=request.pk)
+    if editor.pk != request.requester_id:
+        raise ActionRefused("Only the requester may edit a request.", code="not_owner")
+    _expire_if_due(request)
+    if request.status != R.PENDING:
+        raise ActionRefused("Only a pending request can be edited.", code="not_pending")
+    issues = document_problems(document, exclude=request)
+    if issues:
+        raise DocumentInvalid(issues)
+    new_hash = doc.document_hash(document)
+    if new_hash == request.document_hash:
+        return request
+    previous = request.document_hash
+    request.document = document
+    request.document_hash = new_hash
+    request.name = document["Name"]
+    request.authorization_type = document["AuthorizationType"]
+    request.revision += 1
+    request.approved_hash = ""  # any approval was bound to the old document
+    request.full_clean()
+    try:
+        with transaction.atomic():
+            request.save()
+    except IntegrityError:
+        raise DocumentInvalid(
+            [doc.Issue("Name", "name_taken", "Another request here already uses this name.")]
+        ) from None
+    DocumentRevision.objects.create(
+        request=request, number=request.revision, document=document, document_hash=new_hash,
+        author=editor,
+    )
+    audit.record(
+        action="connection.request.edit",
+        actor=editor,
+        request=request,
+        data={
+            "document": doc.redact(document),
+            "document_hash": new_hash,
+            "previous_hash": previous,
+            "revision": request.revision,
+        },
+    )
+    return request
+
+
+@transaction.atomic
+def request_cancel(*, request: ConnectionRequest, actor) -> ConnectionRequest:
+    request = R.objects.select_for_update().get(pk=request.pk)
+    if actor.pk != request.requester_id:
+        raise ActionRefused("Only the requester may cancel a request.", code="not_owner")
+    if request.status != R.PENDING:
+        raise ActionRefused("Only a pending request can be cancelled.", code="not_pending")
+    request.status = R.CANCELLED
+    request.save(update_fields=["status", "updated_at"])
+    audit.record(action="connection.request.cancel", actor=actor, request=request)
+    return request
+
+
+# ---------------------------------------------------------------------------
+# Expiry
+
+
+def _expire_if_due(request: ConnectionRequest) -> bool:
+    """Inside a transaction holding the row: a pending request past its time fails closed."""
+    if request.status == R.PENDING and request.expires_at <= timezone.now():
+        request.status = R.EXPIRED
+        request.save(update_fields=["status", "updated_at"])
+        audit.record(
+            action="connection.request.expire",
+            request=request,
+            outcome="expired",
+            data={"expired_at": request.expires_at.isoformat()},
+        )
+        return True
+    return False
+
+
+def requests_expire_due() -> int:
+    """Expire every pending request past its time; returns how many."""
+    count = 0
+    due = R.objects.filter(status=R.PENDING, expires_at__lte=timezone.now()).values_list(
+        "pk", flat=True
+    )
+    for pk in list(due):
+        with transaction.atomic():
+            count += _expire_if_due(R.objects.select_for_update().get(pk=pk))
+    return count
+
+
+# ---------------------------------------------------------------------------
+# Approver actions
+
+
+def _check_approver(request: ConnectionRequest, user) -> None:
+    if not user.has_perm(CAN_APPROVE):
+        raise ActionRefused("You may not approve or reject requests.", code="not_approver")
+    if user.pk == request.requester_id:
+        raise ActionRefused(
+            "You filed this request: another approver must decide it.", code="own_request"
+        )
+
+
+@transaction.atomic
+def request_reject(*, request: ConnectionRequest, approver, reason: str) -> ConnectionRequest:
+    request = R.objects.select_for_update().get(pk=request.pk)
+    _check_approver(request, approver)
+    if _expire_if_due(request):
+        raise ActionRefused("This request has expired.", code="expired")
+    if request.status != R.PENDING:
+        raise ActionRefused("Only a pending request can be rejected.", code="not_pending")
+    reason = (reason or "").strip()
+    if not reason:
+        raise ActionRefused("A rejection needs a reason.", code="reason_required")
+    request.status = R.REJECTED
+    request.decided_by = approver
+    request.decided_at = timezone.now()
+    request.decision_comment = reason
+    request.save()
+    audit.record(
+        action="connection.request.reject",
+        actor=approver,
+        request=request,
+        outcome="rejected",
+        data={"reason": reason, "document_hash": request.document_hash},
+    )
+    return request
+
+
+def request_approve(
+    *, request: ConnectionRequest, approver, comment: str = "", seen_hash: str
+) -> ConnectionRequest:
+    """Approve and submit: at most one create_connection per request, whoever clicks how often."""
+    claimed = _claim(request, approver, comment=comment, seen_hash=seen_hash, retry=False)
+    return _submit(claimed, approver)
+
+
+def request_retry(*, request: ConnectionRequest, approver, seen_hash: str) -> ConnectionRequest:
+    """Submit a failed request again (or one whose response was lost), reconciling first."""
+    claimed = _claim(request, approver, comment="", seen_hash=seen_hash, retry=True)
+    return _submit(claimed, approver)
+
+
+@transaction.atomic
+def _claim(request, approver, *, comment: str, seen_hash: str, retry: bool) -> ConnectionRequest:
+    request = R.objects.select_for_update().get(pk=request.pk)
+    _check_approver(request, approver)
+    if _expire_if_due(request):
+        raise ActionRefused(
+            "This request expired before it was approved; the requester must file it again.",
+            code="expired",
+        )
+    if seen_hash != request.document_hash:
+        raise ActionRefused(
+            "The request changed after you opened it; review the new version before approving.",
+            code="document_changed",
+        )
+    now = timezone.now()
+    if retry:
+        stale = (
+            request.status == R.SUBMITTING
+            and request.submit_started_at is not None
+            and request.submit_started_at <= now - settings.SUBMIT_STALE_AFTER
+        )
+        if request.status != R.FAILED and not stale:
+            raise ActionRefused(_busy_message(request), code="not_retryable")
+        allowed = Q(status=request.status)
+    else:
+        if request.status != R.PENDING:
+            raise ActionRefused(_busy_message(request), code="not_pending")
+        allowed = Q(status=R.PENDING)
+    # Compare-and-set: of two approvers (or clicks) racing here, exactly one row changes.
+    changed = R.objects.filter(
+        allowed, pk=request.pk, document_hash=seen_hash, submit_attempts=request.submit_attempts
+    ).update(
+        status=R.SUBMITTING,
+        submit_started_at=now,
+        submit_attempts=request.submit_attempts + 1,
+        decided_by=request.decided_by or approver,
+        decided_at=request.decided_at or now,
+        decision_comment=request.decision_comment if retry else (comment or "").strip(),
+        approved_hash=seen_hash,
+        error_code="",
+        error_message="",
+        updated_at=now,
+    )
+    if changed != 1:
+        raise ActionRefused(_busy_message(request), code="not_pending")
+    request.refresh_from_db()
+    audit.record(
+        action="connection.request.retry" if retry else "connection.request.approve",
+        actor=approver,
+        request=request,
+        outcome="approved",
+        data={
+            "document_hash": seen_hash,
+            "comment": request.decision_comment if not retry else "",
+            "attempt": request.submit_attempts,
+        },
+    )
+    return request
+
+
+def _busy_message(request: ConnectionRequest) -> str:
+    return {
+        R.SUBMITTING: "This request is already being submitted.",
+        R.CREATED: "This request's connection has already been created.",
+        R.FAILED: "This request failed; use Retry.",
+    }.get(request.status, f"This request is {request.get_status_display().lower()}.")
+
+
+@dataclass
+class _Outcome:
+    status: str
+    error_code: str = ""
+    error_message: str = ""
+    connection: dict | None = None
+    resolutions: dict | None = None
+    adopted: bool = False
+
+
+@sensitive_variables("payload")
+def _submit(request: ConnectionRequest, actor) -> ConnectionRequest:
+    """Resolve, call AWS, record. Runs outside any transaction: the row is already claimed."""
+    outcome = _Outcome(status=R.FAILED)
+    payload = None
+    try:
+        if request.submit_attempts > 1:
+            # Lost response or crash before: a connection may exist already. Look first.
+            found = eventbridge.describe_connection(request.name)
+            if found is not None:
+                outcome = _adopt_or_conflict(request, found)
+                return _finish(request, actor, outcome)
+        payload, outcome.resolutions = doc.resolve(
+            request.document, vault.read, marker=request.marker
+        )
+        problems = doc.check_values(payload, outcome.resolutions)
+        if problems:
+            outcome.error_code = "value_invalid"
+            outcome.error_message = " ".join(problems)
+            return _finish(request, actor, outcome)
+        try:
+            eventbridge.create_connection(payload)
+        except eventbridge.EventBridgeError as exc:
+            if exc.code != "ResourceAlreadyExistsException":
+                raise
+            found = eventbridge.describe_connection(request.name)
+            outcome = _adopt_or_conflict(request, found, outcome.resolutions)
+            return _finish(request, actor, outcome)
+        finally:
+            payload = None  # drop the values as soon as AWS has them
+        described = eventbridge.describe_connection(request.name) or {}
+        outcome.status = R.CREATED
+        outcome.connection = described
+    except vault.VaultError as exc:
+        outcome.error_code = f"vault_{exc.code}" if not exc.code.startswith("vault") else exc.code
+        outcome.error_message = f"Reading a secret from Vault failed: {exc.message}"
+    except eventbridge.EventBridgeError as exc:
+        outcome.error_code = exc.code
+        outcome.error_message = exc.message
+    return _finish(request, actor, outcome)
+
+
+def _adopt_or_conflict(request, found, resolutions=None) -> _Outcome:
+    ours = (
+        found is not None
+        and request.marker in (found.get("Description") or "")
+        and found.get("AuthorizationType") == request.authorization_type
+    )
+    if ours:
+        return _Outcome(status=R.CREATED, connection=found, resolutions=resolutions, adopted=True)
+    return _Outcome(
+        status=R.FAILED,
+        error_code="ResourceAlreadyExistsException",
+        error_message=(
+            "A connection with this name, not created by this request, already exists in the "
+            "account; it was left alone."
+        ),
+        resolutions=resolutions,
+    )
+
+
+@transaction.atomic
+def _finish(request: ConnectionRequest, actor, outcome: _Outcome) -> ConnectionRequest:
+    request = R.objects.select_for_update().get(pk=request.pk)
+    if outcome.resolutions:
+        audit.record(
+            action="connection.vault.resolve",
+            actor=actor,
+            request=request,
+            data={
+                "document": doc.redact(request.document, outcome.resolutions),
+                "document_hash": request.document_hash,
+            },
+        )
+    request.status = outcome.status
+    request.error_code = outcome.error_code
+    request.error_message = outcome.error_message
+    if outcome.connection:
+        _apply_connection(request, outcome.connection)
+    request.save()
+    if outcome.status == R.CREATED:
+        audit.record(
+            action="connection.create.adopt" if outcome.adopted else "connection.create.success",
+            actor=actor,
+            request=request,
+            data=_connection_data(request),
+        )
+    else:
+        audit.record(
+            action="connection.create.failure",
+            actor=actor,
+            request=request,
+            outcome="failure",
+            data={"error_code": outcome.error_code, "error": outcome.error_message},
+        )
+    return request
+
+
+def _apply_connection(request: ConnectionRequest, found: dict) -> None:
+    request.connection_arn = found.get("ConnectionArn", request.connection_arn)
+    request.connection_state = found.get("ConnectionState", request.connection_state)
+    request.state_reason = found.get("StateReason", "")
+    request.secret_arn = found.get("SecretArn", request.secret_arn)
+    request.connection_created_at = found.get("CreationTime", request.connection_created_at)
+    request.connection_modified_at = found.get("LastModifiedTime", request.connection_modified_at)
+    request.last_authorized_at = found.get("LastAuthorizedTime", request.last_authorized_at)
+    request.state_checked_at = timezone.now()
+
+
+def _connection_data(request: ConnectionRequest) -> dict:
+    def iso(value):
+        return value.isoformat() if value else None
+
+    return {
+        "secret_arn": request.secret_arn,
+        "state_reason": request.state_reason,
+        "authorization_type": request.authorization_type,
+        "creation_time": iso(request.connection_created_at),
+        "last_modified_time": iso(request.connection_modified_at),
+    }
+
+
+# ---------------------------------------------------------------------------
+# Connection state refresh
+
+
+def connection_refresh(*, request: ConnectionRequest, actor=None) -> ConnectionRequest:
+    """describe_connection, and an audit event when anything changed."""
+    if request.status != R.CREATED:
+        raise ActionRefused("Only created connections can be refreshed.", code="not_created")
+    found = eventbridge.describe_connection(request.name)
+    with transaction.atomic():
+        request = R.objects.select_for_update().get(pk=request.pk)
+        before = (request.connection_state, request.state_reason, request.connection_arn)
+        if found is None:
+            request.connection_state = "DELETED"
+            request.state_reason = "The connection no longer exists in AWS."
+            request.state_checked_at = timezone.now()
+        else:
+            _apply_connection(request, found)
+        request.save()
+        after = (request.connection_state, request.state_reason, request.connection_arn)
+        if after != before:
+            audit.record(
+                action="connection.state.refresh",
+                actor=actor,
+                request=request,
+                data={"previous_state": before[0], **_connection_data(request)},
+            )
+    return request

@@ -1,0 +1,61 @@
+// Progressive enhancement only: the form works and validates on the server without this file.
+document.documentElement.classList.add("js");
+
+document.addEventListener("DOMContentLoaded", () => {
+  const form = document.getElementById("request-form");
+  if (form) {
+    form.addEventListener("click", (event) => {
+      const add = event.target.closest(".add-row");
+      if (add) {
+        const fieldset = add.closest(".params");
+        const total = fieldset.querySelector('input[name$="-TOTAL_FORMS"]');
+        const html = fieldset.querySelector(".row-template").innerHTML.replaceAll("__prefix__", total.value);
+        fieldset.querySelector(".rows").insertAdjacentHTML("beforeend", html);
+        total.value = String(Number(total.value) + 1);
+        return;
+      }
+      const remove = event.target.closest(".remove-row");
+      if (remove) {
+        // An emptied slot is an empty form to the server, which ignores it.
+        remove.closest(".param-row").remove();
+        return;
+      }
+      const check = event.target.closest(".check-ref");
+      if (check) {
+        event.preventDefault();
+        checkReference(form, check);
+      }
+    });
+  }
+  document.querySelectorAll("button[data-once]").forEach((button) => {
+    button.form.addEventListener("submit", () => { button.disabled = true; });
+  });
+});
+
+async function checkReference(form, button) {
+  const input = document.getElementById(button.dataset.target);
+  const out = document.getElementById("check-" + button.value);
+  const body = new FormData();
+  body.append("reference", input.value);
+  body.append("csrfmiddlewaretoken", form.querySelector("[name=csrfmiddlewaretoken]").value);
+  out.textContent = "Checking…";
+  try {
+    const response = await fetch(form.dataset.checkUrl, { method: "POST", body, credentials: "same-origin" });
+    const result = await response.json();
+    const span = document.createElement("span");
+    if (result.ok) {
+      span.className = "ok";
+      let text = `Resolves: ${result.mount}/ (KV v${result.kv_version})`;
+      if (result.version) text += `, version ${result.version}`;
+      if (result.updated) text += `, updated ${result.updated}`;
+      span.textContent = text;
+    } else {
+      span.className = "bad";
+      span.dataset.code = result.code;
+      span.textContent = result.message;
+    }
+    out.replaceChildren(span);
+  } catch (error) {
+    out.textContent = "The check could not reach the server.";
+  }
+}

@@ -1,0 +1,370 @@
+"""Vault / OpenBao: the only module that imports hvac.
+
+Secret values read here live in memory for one call and are never logged, stored or shown.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import hvac
+import hvac.exceptions
+import requests
+from django.conf import settings
+
+
+class VaultError(Exception):
+    """A Vault problem with a message a person can act on (never a secret value)."""
+
+    code = "vault_error"
+
+    def __init__(self, message: str, *, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+
+
+class VaultUnavailable(VaultError):
+    code = "vault_unreachable"
+
+
+class VaultSealed(VaultError):
+    code = "vault_sealed"
+
+
+class VaultPermissionDenied(VaultError):
+    code = "permission_denied"
+
+
+class InvalidReference(VaultError):
+    """The reference itself is wrong: refused before any Vault call."""
+
+    code = "invalid_reference"
+
+
+class SecretNotFound(VaultError):
+    code = "not_found"
+
+
+# ---------------------------------------------------------------------------
+# References: "mount/path#key" or "mount/path#key@version"
+
+_REF_RE = re.compile(
+    r"^(?P<path>[A-Za-z0-9][A-Za-z0-9._\-/]*)#(?P<key>[A-Za-z0-9._\-]+)(?:@(?P<version>[0-9]+))?$"
+)
+# Mounts a reference may never address: Vault's own system, auth and identity backends.
+_FORBIDDEN_PREFIXES = ("sys", "auth", "identity", "cubbyhole")
+
+
+@dataclass(frozen=True)
+class Reference:
+    path: str
+    key: str
+    version: int | None = None
+
+    def __str__(self) -> str:
+        suffix = f"@{self.version}" if self.version is not None else ""
+        return f"{self.path}#{self.key}{suffix}"
+
+
+def parse_reference(text: str) -> Reference:
+    """Parse `mount/path#key[@version]`, refusing anything that could leave its mount."""
+    text = (text or "").strip()
+    if not text:
+        raise InvalidReference("Enter a Vault reference such as secret/app/partner#password.")
+    if text.startswith("/"):
+        raise InvalidReference(
+            "A Vault reference starts with its mount, not with “/”.", code="leading_slash"
+        )
+    if "#" not in text:
+        raise InvalidReference(
+            "Add the key after “#”, for example secret/app/partner#password.", code="missing_key"
+        )
+    path = text.split("#", 1)[0]
+    segments = path.split("/")
+    if any(seg in ("..", ".") for seg in segments):
+        raise InvalidReference("A Vault reference may not contain “..” or “.”.", code="path_escape")
+    if segments[0].lower() in _FORBIDDEN_PREFIXES:
+        raise InvalidReference(
+            f"References into “{segments[0]}/” are not allowed: use a KV secrets mount.",
+            code="forbidden_mount",
+        )
+    match = _REF_RE.match(text)
+    if not match or "" in segments or len(segments) < 2:
+        raise InvalidReference(
+            "Use the form mount/path#key or mount/path#key@version "
+            "(letters, digits, “.”, “_”, “-” and “/”).",
+            code="bad_format",
+        )
+    version = match["version"]
+    if version is not None and int(version) < 1:
+        raise InvalidReference("Versions start at 1.", code="bad_version")
+    return Reference(match["path"], match["key"], int(version) if version else None)
+
+
+@dataclass(frozen=True)
+class SecretInfo:
+    """What may be shown about a secret: never its value or length."""
+
+    reference: Reference
+    mount: str
+    kv_version: int
+    version: int | None  # the version actually read (None on KV v1, which has none)
+    updated: str | None  # created_time of that version (KV v2 only)
+
+
+@dataclass(frozen=True)
+class Resolution:
+    info: SecretInfo
+    value: str
+
+    def __repr__(self) -> str:  # keeps the value out of tracebacks and debug output
+        return f"Resolution({self.info.reference}, version={self.info.version})"
+
+
+# ---------------------------------------------------------------------------
+# The client: one per process, logging in again when its token has expired or been revoked
+
+
+class _Client:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._client: hvac.Client | None = None
+        self._expires_at: float | None = None
+
+    @property
+    def auth_method(self) -> str:
+        if settings.VAULT_ROLE_ID:
+            return "approle"
+        if settings.VAULT_K8S_ROLE:
+            return "kubernetes"
+        return "token"
+
+    def _new(self) -> hvac.Client:
+        verify: bool | str = settings.VAULT_CACERT or True
+        return hvac.Client(
+            url=settings.VAULT_ADDR,
+            namespace=settings.VAULT_NAMESPACE or None,
+            verify=verify,
+            timeout=settings.VAULT_TIMEOUT,
+        )
+
+    def _login(self) -> hvac.Client:
+        client = self._new()
+        method = self.auth_method
+        try:
+            if method == "token":
+                client.token = settings.VAULT_TOKEN
+                self._expires_at = None
+                return client
+            if method == "approle":
+                result = client.auth.approle.login(
+                    role_id=settings.VAULT_ROLE_ID,
+                    secret_id=settings.VAULT_SECRET_ID or None,
+                    mount_point=settings.VAULT_APPROLE_MOUNT,
+                )
+            else:
+                jwt = Path(settings.VAULT_K8S_TOKEN_PATH).read_text().strip()
+                result = client.auth.kubernetes.login(
+                    role=settings.VAULT_K8S_ROLE, jwt=jwt, mount_point=settings.VAULT_K8S_MOUNT
+                )
+        except OSError as exc:
+            raise VaultError(
+                f"Cannot read the Kubernetes service-account token file: {exc.strerror}.",
+                code="k8s_token_unreadable",
+            ) from None
+        except (hvac.exceptions.Forbidden, hvac.exceptions.InvalidRequest) as exc:
+            raise VaultPermissionDenied(
+                f"Vault refused the {method} login: check the role and its credentials.",
+            ) from exc
+        except hvac.exceptions.VaultError as exc:
+            raise _translate(exc) from None
+        except requests.RequestException:
+            raise _unreachable() from None
+        lease = result["auth"].get("lease_duration") or 0
+        # Log in again a little before the token's TTL runs out.
+        self._expires_at = time.monotonic() + lease * 0.9 if lease else None
+        return client
+
+    def get(self, *, fresh: bool = False) -> hvac.Client:
+        with self._lock:
+            expired = self._expires_at is not None and time.monotonic() >= self._expires_at
+            if fresh or expired or self._client is None:
+                self._client = self._login()
+            return self._client
+
+    def reset(self) -> None:
+        with self._lock:
+            self._client = None
+            self._expires_at = None
+
+    def call(self, fn):
+        """Run fn(client); on 403 with a login method, log in once more and retry."""
+        try:
+            return fn(self.get())
+        except hvac.exceptions.Forbidden:
+            if self.auth_method == "token":
+                raise
+            return fn(self.get(fresh=True))
+
+
+_client = _Client()
+
+
+def reset_client() -> None:
+    """Forget the process's client (settings changed, or tests)."""
+    _client.reset()
+
+
+def auth_method() -> str:
+    return _client.auth_method
+
+
+def _unreachable() -> VaultUnavailable:
+    return VaultUnavailable(
+        f"Vault at {settings.VAULT_ADDR} is unreachable or timed out; try again when it is back."
+    )
+
+
+def _translate(exc: hvac.exceptions.VaultError) -> VaultError:
+    if isinstance(exc, hvac.exceptions.VaultDown):
+        return VaultSealed("Vault is sealed; ask its operators to unseal it.")
+    if isinstance(exc, hvac.exceptions.Forbidden):
+        return VaultPermissionDenied(
+            "Vault denied access: the app's token or policy does not allow reading this path."
+        )
+    if isinstance(exc, hvac.exceptions.InvalidPath):
+        return SecretNotFound("No secret exists at that path.")
+    return VaultError("Vault answered with an unexpected error; see its logs.")
+
+
+def _get(path: str) -> tuple[int, dict]:
+    """GET /v1/<path>; returns (status, json) without raising on 404."""
+
+    def do(client: hvac.Client):
+        response = client.adapter.get(f"/v1/{path}", raise_exception=False)
+        if isinstance(response, dict):
+            return 200, response
+        if response.status_code == 403:
+            raise hvac.exceptions.Forbidden()
+        if response.status_code == 503:
+            raise hvac.exceptions.VaultDown()
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        if response.status_code not in (200, 204, 404):
+            raise hvac.exceptions.UnexpectedError()
+        return response.status_code, body or {}
+
+    try:
+        return _client.call(do)
+    except hvac.exceptions.VaultError as exc:
+        raise _translate(exc) from None
+    except requests.RequestException:
+        raise _unreachable() from None
+
+
+def _mount_for(path: str) -> tuple[str, int]:
+    """Find the mount holding `path` and its KV version, as the Vault CLI does."""
+    try:
+        _, body = _get(f"sys/internal/ui/mounts/{path}")
+    except VaultPermissionDenied:
+        raise VaultPermissionDenied(
+            f"No KV mount holds “{path}”, or the app's token may not use it.",
+            code="mount_not_found",
+        ) from None
+    data = body.get("data") or {}
+    if data.get("type") not in ("kv", "generic"):
+        raise SecretNotFound(f"“{data.get('path', path)}” is not a KV secrets mount.")
+    version = int((data.get("options") or {}).get("version") or 1)
+    return data["path"].rstrip("/"), version
+
+
+def read(ref: Reference) -> Resolution:
+    """Read one referenced value (KV v1 or v2)."""
+    mount, kv_version = _mount_for(ref.path)
+    relative = ref.path[len(mount) :].lstrip("/")
+    if not relative:
+        raise InvalidReference("Name a secret inside the mount, not the mount itself.")
+    if kv_version == 1:
+        if ref.version is not None:
+            raise InvalidReference(
+                f"“{mount}/” is a KV v1 mount, which keeps no versions: drop “@{ref.version}”.",
+                code="no_versions",
+            )
+        status, body = _get(f"{mount}/{relative}")
+        secret = body.get("data") if status == 200 else None
+        metadata: dict = {}
+    else:
+        query = f"?version={ref.version}" if ref.version else ""
+        status, body = _get(f"{mount}/data/{relative}{query}")
+        data = body.get("data") or {}
+        metadata = data.get("metadata") or {}
+        if metadata.get("destroyed"):
+            raise SecretNotFound(
+                f"Version {metadata.get('version')} of {ref.path} has been destroyed.",
+                code="version_destroyed",
+            )
+        if metadata.get("deletion_time"):
+            raise SecretNotFound(
+                f"Version {metadata.get('version')} of {ref.path} has been deleted.",
+                code="version_deleted",
+            )
+        secret = data.get("data") if status == 200 else None
+    if secret is None:
+        if ref.version is not None:
+            raise SecretNotFound(
+                f"{ref.path} has no version {ref.version}.", code="version_not_found"
+            )
+        raise SecretNotFound(f"No secret exists at {ref.path}.")
+    if ref.key not in secret:
+        raise SecretNotFound(f"The secret at {ref.path} has no key “{ref.key}”.", code="key_missing")
+    value = secret[ref.key]
+    if not isinstance(value, str):
+        raise VaultError(f"The value of “{ref.key}” is not a string.", code="not_a_string")
+    info = SecretInfo(
+        reference=ref,
+        mount=mount,
+        kv_version=kv_version,
+        version=metadata.get("version") if kv_version == 2 else None,
+        updated=metadata.get("created_time") if kv_version == 2 else None,
+    )
+    return Resolution(info=info, value=value)
+
+
+def check(ref: Reference) -> SecretInfo:
+    """Confirm that a reference resolves with the app's token; the value is dropped at once."""
+    return read(ref).info
+
+
+def health() -> dict:
+    """Reachable, sealed, authenticated: no token or secret in the answer."""
+    status = {"reachable": False, "sealed": None, "authenticated": False}
+    try:
+        raw = _client._new().sys.read_health_status(method="GET")
+    except requests.RequestException:
+        return status
+    body = raw if isinstance(raw, dict) else _json_or_empty(raw)
+    status["reachable"] = True
+    status["sealed"] = bool(body.get("sealed", True))
+    if status["sealed"]:
+        return status
+    try:
+        _client.call(lambda c: c.auth.token.lookup_self())
+        status["authenticated"] = True
+    except (hvac.exceptions.VaultError, VaultError, requests.RequestException):
+        status["authenticated"] = False
+    return status
+
+
+def _json_or_empty(response) -> dict:
+    try:
+        return response.json()
+    except ValueError:
+        return {}

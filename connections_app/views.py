@@ -1,0 +1,340 @@
+"""Thin views: translate HTTP into service calls and back."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required, permission_required
+from django.core.exceptions import PermissionDenied
+from django.db import connection
+from django.http import Http404, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.http import require_GET, require_POST
+
+from . import audit, document as doc, eventbridge, services, vault
+from .forms import RequestForms, initial_from_document
+from .models import AuditEvent, ConnectionRequest
+from .roles import CAN_APPROVE, CAN_AUDIT, CAN_REQUEST
+
+R = ConnectionRequest
+
+
+def forbidden(request, exception=None):
+    message = getattr(exception, "message", "") or "You do not have permission to do that."
+    return render(request, "403.html", {"message": message}, status=403)
+
+
+@login_required
+def home(request):
+    user = request.user
+    if user.has_perm(CAN_APPROVE):
+        return redirect("approval_queue")
+    if user.has_perm(CAN_REQUEST):
+        return redirect("request_mine")
+    if user.has_perm(CAN_AUDIT):
+        return redirect("audit_list")
+    return render(request, "connections_app/home.html")
+
+
+# ---------------------------------------------------------------------------
+# Requests
+
+
+def _visible_request(request, pk) -> ConnectionRequest:
+    """Requesters see their own requests; approvers, auditors and superusers see all."""
+    obj = get_object_or_404(R.objects.select_related("requester", "decided_by"), pk=pk)
+    user = request.user
+    if obj.requester_id == user.pk or user.has_perm(CAN_APPROVE) or user.has_perm(CAN_AUDIT):
+        return obj
+    raise Http404("No such request.")
+
+
+def _reference_checks(forms: RequestForms) -> dict[str, dict]:
+    """The no-JavaScript Check: every reference typed in the form, resolved without its value."""
+    results = {}
+    fields = [(name, forms.form.data.get(name, "")) for name in forms.form.REF_FIELDS]
+    for prefix, formset in forms.formsets.items():
+        for row in formset.forms:
+            if row.data.get(row.add_prefix("is_secret")):
+                fields.append((row.add_prefix("value"), row.data.get(row.add_prefix("value"), "")))
+    for name, text in fields:
+        if text:
+            results[name] = _check_result(text)
+    return results
+
+
+def _check_result(text: str) -> dict:
+    try:
+        info = services.reference_check(text)
+    except vault.VaultError as exc:
+        return {"ok": False, "code": exc.code, "message": exc.message}
+    return {
+        "ok": True,
+        "mount": info.mount,
+        "kv_version": info.kv_version,
+        "version": info.version,
+        "updated": info.updated,
+    }
+
+
+@sensitive_post_parameters()
+@login_required
+@permission_required(CAN_REQUEST, raise_exception=True)
+def request_new(request):
+    return _request_form(request, None)
+
+
+@sensitive_post_parameters()
+@login_required
+def request_edit(request, pk):
+    obj = _visible_request(request, pk)
+    if obj.requester_id != request.user.pk or obj.status != R.PENDING:
+        raise services.ActionRefused("Only the requester can edit a pending request.", code="x")
+    return _request_form(request, obj)
+
+
+def _request_form(request, obj: ConnectionRequest | None):
+    checks = {}
+    if request.method == "POST":
+        forms = RequestForms(request.POST)
+        if "_check" in request.POST:
+            forms.is_valid()
+            checks = _reference_checks(forms)
+        elif forms.is_valid():
+            document = forms.to_document()
+            try:
+                if obj is None:
+                    obj = services.request_create(requester=request.user, document=document)
+                    messages.success(request, f"Request “{obj.name}” saved; it awaits approval.")
+                else:
+                    obj = services.request_update(
+                        request=obj, editor=request.user, document=document
+                    )
+                    messages.success(request, f"Request “{obj.name}” updated (revision {obj.revision}).")
+                return redirect("request_detail", pk=obj.pk)
+            except services.DocumentInvalid as exc:
+                forms.add_issues(exc.issues)
+    else:
+        initial = initial_from_document(obj.document) if obj else {"form": {"oauth_http_method": "POST"}}
+        forms = RequestForms(initial=initial)
+    return render(
+        request,
+        "connections_app/request_form.html",
+        {"forms": forms, "form": forms.form, "obj": obj, "checks": checks},
+        status=400 if request.method == "POST" and forms.has_errors() else 200,
+    )
+
+
+@require_POST
+@login_required
+@permission_required(CAN_REQUEST, raise_exception=True)
+def reference_check(request):
+    """The Check button beside a reference: version and update time, never the value."""
+    return JsonResponse(_check_result(request.POST.get("reference", "")))
+
+
+@login_required
+@permission_required(CAN_REQUEST, raise_exception=True)
+def request_mine(request):
+    objs = R.objects.filter(requester=request.user).order_by("-created_at")
+    return render(request, "connections_app/request_list.html", {"requests": objs})
+
+
+@login_required
+def request_detail(request, pk):
+    obj = _visible_request(request, pk)
+    user = request.user
+    can_decide = user.has_perm(CAN_APPROVE) and obj.requester_id != user.pk
+    references = []
+    for path, leaf in doc.secret_leaves(obj.document):
+        item = {"path": doc.path_text(path), "reference": doc.reference_text(leaf)}
+        if can_decide and obj.status in (R.PENDING, R.FAILED):
+            item["check"] = _check_result(item["reference"])
+        references.append(item)
+    return render(
+        request,
+        "connections_app/request_detail.html",
+        {
+            "obj": obj,
+            "document": doc.redact(obj.document),
+            "references": references,
+            "can_decide": can_decide,
+            "is_owner": obj.requester_id == user.pk,
+            "revisions": obj.revisions.all(),
+            "events": AuditEvent.objects.filter(request_id=obj.pk).order_by("id"),
+        },
+    )
+
+
+def _act(request, pk, action):
+    obj = _visible_request(request, pk)
+    try:
+        message = action(obj)
+        messages.success(request, message)
+    except services.ActionRefused as exc:
+        messages.error(request, exc.message)
+    return redirect("request_detail", pk=pk)
+
+
+@require_POST
+@login_required
+def request_cancel(request, pk):
+    def act(obj):
+        services.request_cancel(request=obj, actor=request.user)
+        return "Request cancelled."
+
+    return _act(request, pk, act)
+
+
+@require_POST
+@login_required
+def request_approve(request, pk):
+    def act(obj):
+        obj = services.request_approve(
+            request=obj,
+            approver=request.user,
+            comment=request.POST.get("comment", ""),
+            seen_hash=request.POST.get("document_hash", ""),
+        )
+        return _submit_message(obj)
+
+    return _act(request, pk, act)
+
+
+@require_POST
+@login_required
+def request_retry(request, pk):
+    def act(obj):
+        obj = services.request_retry(
+            request=obj, approver=request.user, seen_hash=request.POST.get("document_hash", "")
+        )
+        return _submit_message(obj)
+
+    return _act(request, pk, act)
+
+
+def _submit_message(obj: ConnectionRequest) -> str:
+    if obj.status == R.CREATED:
+        return f"Connection {obj.name} created ({obj.connection_state})."
+    raise services.ActionRefused(f"Submission failed: {obj.error_message}", code=obj.error_code)
+
+
+@require_POST
+@login_required
+def request_reject(request, pk):
+    def act(obj):
+        services.request_reject(
+            request=obj, approver=request.user, reason=request.POST.get("reason", "")
+        )
+        return "Request rejected."
+
+    return _act(request, pk, act)
+
+
+@login_required
+@permission_required(CAN_APPROVE, raise_exception=True)
+def approval_queue(request):
+    services.requests_expire_due()
+    pending = R.objects.filter(status=R.PENDING).select_related("requester").order_by("created_at")
+    failed = R.objects.filter(status__in=(R.FAILED, R.SUBMITTING)).select_related("requester")
+    return render(
+        request, "connections_app/approval_queue.html", {"pending": pending, "failed": failed}
+    )
+
+
+# ---------------------------------------------------------------------------
+# Connections
+
+
+@login_required
+@permission_required(CAN_APPROVE, raise_exception=True)
+def connection_list(request):
+    created = R.objects.filter(status=R.CREATED).order_by("name")
+    return render(request, "connections_app/connection_list.html", {"connections": created})
+
+
+@require_POST
+@login_required
+@permission_required(CAN_APPROVE, raise_exception=True)
+def connection_refresh(request, pk):
+    obj = get_object_or_404(R, pk=pk)
+    try:
+        obj = services.connection_refresh(request=obj, actor=request.user)
+        messages.success(request, f"{obj.name}: {obj.connection_state}.")
+    except (services.ActionRefused, eventbridge.EventBridgeError) as exc:
+        messages.error(request, exc.message)
+    return redirect("connection_list")
+
+
+# ---------------------------------------------------------------------------
+# Audit
+
+
+@login_required
+@permission_required(CAN_AUDIT, raise_exception=True)
+def audit_list(request):
+    events = AuditEvent.objects.all()
+    before = request.GET.get("before")
+    if before and before.isdigit():
+        events = events.filter(id__lt=int(before))
+    page = list(events.order_by("-id")[:50])
+    older = page[-1].id if len(page) == 50 else None
+    return render(request, "connections_app/audit_list.html", {"events": page, "older": older})
+
+
+@login_required
+@permission_required(CAN_AUDIT, raise_exception=True)
+def audit_detail(request, pk):
+    event = get_object_or_404(AuditEvent, pk=pk)
+    return render(
+        request,
+        "connections_app/audit_detail.html",
+        {"event": event, "data": audit.parsed(event)},
+    )
+
+
+# ---------------------------------------------------------------------------
+# Health
+
+
+def _health() -> tuple[bool, dict]:
+    try:
+        connection.ensure_connection()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        database = {"ok": True}
+    except Exception:  # noqa: BLE001 - any database failure is "not ok", without details
+        database = {"ok": False}
+    vault_status = vault.health()
+    vault_status["ok"] = bool(
+        vault_status["reachable"] and not vault_status["sealed"] and vault_status["authenticated"]
+    )
+    aws = eventbridge.health()
+    aws["ok"] = aws["reachable"]
+    ok = database["ok"] and vault_status["ok"] and aws["ok"]
+    return ok, {"status": "ok" if ok else "fail", "database": database, "vault": vault_status, "aws": aws}
+
+
+@require_GET
+def healthz(request):
+    ok, body = _health()
+    return JsonResponse(body, status=200 if ok else 503)
+
+
+@login_required
+def status(request):
+    if not request.user.is_superuser:
+        raise PermissionDenied("Only administrators can see the status page.")
+    ok, body = _health()
+    config = {
+        "Vault address": settings.VAULT_ADDR,
+        "Vault auth method": vault.auth_method(),
+        "Vault namespace": settings.VAULT_NAMESPACE or "(none)",
+        "AWS region": settings.AWS_REGION,
+        "AWS endpoint": eventbridge.endpoint_url(),
+        "AWS account": eventbridge.account_id() or "(unknown)",
+    }
+    return render(
+        request, "connections_app/status.html", {"ok": ok, "health": body, "config": config}
+    )
