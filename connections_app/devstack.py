@@ -150,7 +150,9 @@ def bao(server_url: str, token: str, *args: str, input_text: str | None = None) 
         check=False,
     )
     if done.returncode != 0:
-        raise RuntimeError(f"bao {args[0]} {args[1] if len(args) > 1 else ''} failed: {done.stderr}")
+        raise RuntimeError(
+            f"bao {args[0]} {args[1] if len(args) > 1 else ''} failed: {done.stderr}"
+        )
     return done.stdout
 
 

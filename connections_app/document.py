@@ -132,9 +132,7 @@ def _check_string(shape, value: str, path: str, issues: list[Issue]) -> None:
         issues.append(Issue(path, "required", f"{label} is required."))
         return
     if "max" in meta and len(value) > meta["max"]:
-        issues.append(
-            Issue(path, "too_long", f"{label} must be at most {meta['max']} characters.")
-        )
+        issues.append(Issue(path, "too_long", f"{label} must be at most {meta['max']} characters."))
         return
     enum = getattr(shape, "enum", None)
     if enum and value not in enum:

@@ -93,20 +93,26 @@ def translate(exc: Exception) -> EventBridgeError:
             "check field lengths and required fields.",
             code="ParamValidationError",
         )
-    if isinstance(exc, botocore.exceptions.ReadTimeoutError | botocore.exceptions.ConnectTimeoutError):
+    if isinstance(
+        exc, botocore.exceptions.ReadTimeoutError | botocore.exceptions.ConnectTimeoutError
+    ):
         return EventBridgeError(
             "The EventBridge endpoint timed out; whether the call took effect is checked "
             "with describe_connection on retry.",
             code="Timeout",
             retryable=True,
         )
-    if isinstance(exc, botocore.exceptions.EndpointConnectionError | botocore.exceptions.ConnectionClosedError):
+    if isinstance(
+        exc, botocore.exceptions.EndpointConnectionError | botocore.exceptions.ConnectionClosedError
+    ):
         return EventBridgeError(
             "The EventBridge endpoint could not be reached; check the network and the region.",
             code="EndpointUnreachable",
             retryable=True,
         )
-    if isinstance(exc, botocore.exceptions.NoCredentialsError | botocore.exceptions.PartialCredentialsError):
+    if isinstance(
+        exc, botocore.exceptions.NoCredentialsError | botocore.exceptions.PartialCredentialsError
+    ):
         return EventBridgeError(
             "No AWS credentials were found for the app.", code="NoCredentials", retryable=True
         )

@@ -6,7 +6,8 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.forms import formset_factory
 
-from . import document as doc, vault
+from . import document as doc
+from . import vault
 
 TYPE_CHOICES = [
     ("BASIC", "BASIC: username and password"),
@@ -195,7 +196,11 @@ ParameterFormSet = formset_factory(
 # (prefix, document path, title)
 PARAMETER_LISTS = [
     ("oauth_header", ("OAuthParameters", "OAuthHttpParameters", "HeaderParameters"), "Headers"),
-    ("oauth_query", ("OAuthParameters", "OAuthHttpParameters", "QueryStringParameters"), "Query strings"),
+    (
+        "oauth_query",
+        ("OAuthParameters", "OAuthHttpParameters", "QueryStringParameters"),
+        "Query strings",
+    ),
     ("oauth_body", ("OAuthParameters", "OAuthHttpParameters", "BodyParameters"), "Body"),
     ("inv_header", ("InvocationHttpParameters", "HeaderParameters"), "Headers"),
     ("inv_query", ("InvocationHttpParameters", "QueryStringParameters"), "Query strings"),
@@ -247,10 +252,7 @@ class RequestForms:
         return valid
 
     def list_sections(self):
-        return [
-            (prefix, title, self.formsets[prefix])
-            for prefix, _, title in PARAMETER_LISTS
-        ]
+        return [(prefix, title, self.formsets[prefix]) for prefix, _, title in PARAMETER_LISTS]
 
     def to_document(self) -> dict:
         data = self.form.cleaned_data
@@ -327,9 +329,9 @@ class RequestForms:
                 list_path = path.split("[")[0]
                 for prefix, lpath, _ in PARAMETER_LISTS:
                     if list_path.endswith(".".join(lpath)):
-                        self.formsets[prefix]._non_form_errors = self.formsets[
-                            prefix
-                        ].error_class([error.message])
+                        self.formsets[prefix]._non_form_errors = self.formsets[prefix].error_class(
+                            [error.message]
+                        )
                         break
                 else:
                     self.form.add_error(None, error)

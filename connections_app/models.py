@@ -92,7 +92,9 @@ class ConnectionRequest(models.Model):
 class DocumentRevision(models.Model):
     """Every version of a request's document, kept when the requester edits it."""
 
-    request = models.ForeignKey(ConnectionRequest, on_delete=models.CASCADE, related_name="revisions")
+    request = models.ForeignKey(
+        ConnectionRequest, on_delete=models.CASCADE, related_name="revisions"
+    )
     number = models.PositiveIntegerField()
     document = models.JSONField()
     document_hash = models.CharField(max_length=64)

@@ -12,7 +12,8 @@ from django.db.models import Q
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
-from . import audit, document as doc, eventbridge, vault
+from . import audit, eventbridge, vault
+from . import document as doc
 from .models import ConnectionRequest, DocumentRevision
 from .roles import CAN_APPROVE, CAN_REQUEST
 
@@ -44,7 +45,9 @@ def reference_check(text: str) -> vault.SecretInfo:
     return vault.check(vault.parse_reference(text))
 
 
-def document_problems(document: dict, *, exclude: ConnectionRequest | None = None) -> list[doc.Issue]:
+def document_problems(
+    document: dict, *, exclude: ConnectionRequest | None = None
+) -> list[doc.Issue]:
     """Model validation, then name in use (here and in AWS), then every Vault reference."""
     issues = doc.validate(document)
     name = document.get("Name")
@@ -114,7 +117,10 @@ def request_create(*, requester, document: dict) -> ConnectionRequest:
             [doc.Issue("Name", "name_taken", "Another request here already uses this name.")]
         ) from None
     DocumentRevision.objects.create(
-        request=request, number=1, document=document, document_hash=request.document_hash,
+        request=request,
+        number=1,
+        document=document,
+        document_hash=request.document_hash,
         author=requester,
     )
     audit.record(
@@ -156,7 +162,10 @@ def request_update(*, request: ConnectionRequest, editor, document: dict) -> Con
             [doc.Issue("Name", "name_taken", "Another request here already uses this name.")]
         ) from None
     DocumentRevision.objects.create(
-        request=request, number=request.revision, document=document, document_hash=new_hash,
+        request=request,
+        number=request.revision,
+        document=document,
+        document_hash=new_hash,
         author=editor,
     )
     audit.record(

@@ -324,7 +324,9 @@ def read(ref: Reference) -> Resolution:
             )
         raise SecretNotFound(f"No secret exists at {ref.path}.")
     if ref.key not in secret:
-        raise SecretNotFound(f"The secret at {ref.path} has no key “{ref.key}”.", code="key_missing")
+        raise SecretNotFound(
+            f"The secret at {ref.path} has no key “{ref.key}”.", code="key_missing"
+        )
     value = secret[ref.key]
     if not isinstance(value, str):
         raise VaultError(f"The value of “{ref.key}” is not a string.", code="not_a_string")

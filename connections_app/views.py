@@ -12,7 +12,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_POST
 
-from . import audit, document as doc, eventbridge, services, vault
+from . import audit, eventbridge, services, vault
+from . import document as doc
 from .forms import RequestForms, initial_from_document
 from .models import AuditEvent, ConnectionRequest
 from .roles import CAN_APPROVE, CAN_AUDIT, CAN_REQUEST
@@ -54,7 +55,7 @@ def _reference_checks(forms: RequestForms) -> dict[str, dict]:
     """The no-JavaScript Check: every reference typed in the form, resolved without its value."""
     results = {}
     fields = [(name, forms.form.data.get(name, "")) for name in forms.form.REF_FIELDS]
-    for prefix, formset in forms.formsets.items():
+    for formset in forms.formsets.values():
         for row in formset.forms:
             if row.data.get(row.add_prefix("is_secret")):
                 fields.append((row.add_prefix("value"), row.data.get(row.add_prefix("value"), "")))
@@ -111,12 +112,16 @@ def _request_form(request, obj: ConnectionRequest | None):
                     obj = services.request_update(
                         request=obj, editor=request.user, document=document
                     )
-                    messages.success(request, f"Request “{obj.name}” updated (revision {obj.revision}).")
+                    messages.success(
+                        request, f"Request “{obj.name}” updated (revision {obj.revision})."
+                    )
                 return redirect("request_detail", pk=obj.pk)
             except services.DocumentInvalid as exc:
                 forms.add_issues(exc.issues)
     else:
-        initial = initial_from_document(obj.document) if obj else {"form": {"oauth_http_method": "POST"}}
+        initial = (
+            initial_from_document(obj.document) if obj else {"form": {"oauth_http_method": "POST"}}
+        )
         forms = RequestForms(initial=initial)
     return render(
         request,
@@ -313,7 +318,12 @@ def _health() -> tuple[bool, dict]:
     aws = eventbridge.health()
     aws["ok"] = aws["reachable"]
     ok = database["ok"] and vault_status["ok"] and aws["ok"]
-    return ok, {"status": "ok" if ok else "fail", "database": database, "vault": vault_status, "aws": aws}
+    return ok, {
+        "status": "ok" if ok else "fail",
+        "database": database,
+        "vault": vault_status,
+        "aws": aws,
+    }
 
 
 @require_GET

@@ -39,7 +39,9 @@ class Command(BaseCommand):
                 env.update(VAULT_ADDR=bao.url, VAULT_TOKEN=bao.extra["token"])
             else:
                 refs = {}
-                self.stdout.write(f"Using the Vault at {os.environ['VAULT_ADDR']} (nothing started).")
+                self.stdout.write(
+                    f"Using the Vault at {os.environ['VAULT_ADDR']} (nothing started)."
+                )
             if not any(os.environ.get(key) for key in AWS_KEYS):
                 moto = devstack.start_moto(port=5001)
                 started.append(moto)
@@ -95,6 +97,8 @@ class Command(BaseCommand):
             w(f"  export VAULT_TOKEN={env['VAULT_TOKEN']}")
         if env.get("AWS_ENDPOINT_URL"):
             w(f"  export AWS_ENDPOINT_URL={env['AWS_ENDPOINT_URL']}")
-            w("  export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1")
+            w(
+                "  export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1"
+            )
         w("Ctrl-C stops everything started here.")
         w("")

@@ -1,0 +1,199 @@
+"""Real servers for the whole session: one OpenBao dev server and one moto server on loopback."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import uuid
+
+import pytest
+
+from connections_app import devstack, eventbridge, roles, vault
+
+KV1 = devstack.KV1_MOUNT
+
+
+@pytest.fixture(scope="session")
+def openbao():
+    server = devstack.start_openbao()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto():
+    server = devstack.start_moto()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def canaries(openbao):
+    """Unique secret values seeded in OpenBao; no page, row or log may ever contain one."""
+    values = {name: f"CANARY{secrets.token_hex(10)}" for name in (
+        "password", "client_secret", "api_key", "header_token", "v1_key", "old", "new"
+    )}  # fmt: skip
+    t = openbao.extra["token"]
+    devstack.bao(openbao.url, t, "secrets", "enable", "-path", KV1, "-version=1", "kv")
+    devstack.bao(openbao.url, t, "kv", "put", "secret/canary/basic", "username=alice",
+                 f"password={values['password']}")  # fmt: skip
+    devstack.bao(openbao.url, t, "kv", "put", "secret/canary/oauth",
+                 f"client_secret={values['client_secret']}",
+                 f"header_token={values['header_token']}")  # fmt: skip
+    devstack.bao(
+        openbao.url, t, "kv", "put", "secret/canary/apikey", f"api_key={values['api_key']}"
+    )
+    devstack.bao(openbao.url, t, "kv", "put", f"{KV1}/canary/v1", f"api_key={values['v1_key']}")
+    devstack.bao(openbao.url, t, "kv", "put", "secret/canary/rotating", f"value={values['old']}")
+    devstack.bao(openbao.url, t, "kv", "put", "secret/canary/rotating", f"value={values['new']}")
+    return values
+
+
+@pytest.fixture(autouse=True)
+def _real_servers(openbao, moto, canaries, settings, monkeypatch):
+    """Every test talks to the session's servers, whatever the developer's environment says."""
+    settings.VAULT_ADDR = openbao.url
+    settings.VAULT_TOKEN = openbao.extra["token"]
+    settings.VAULT_ROLE_ID = settings.VAULT_SECRET_ID = settings.VAULT_K8S_ROLE = ""
+    settings.VAULT_NAMESPACE = ""
+    for key in list(os.environ):
+        if key.startswith("AWS_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto.url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    settings.AWS_REGION = "us-east-1"
+    settings.AWS_MAX_ATTEMPTS = 2
+    settings.AWS_READ_TIMEOUT = 5
+    vault.reset_client()
+    eventbridge.reset_clients()
+    yield
+    vault.reset_client()
+    eventbridge.reset_clients()
+
+
+@pytest.fixture
+def bao_cli(openbao):
+    def run(*args, input_text=None):
+        return devstack.bao(openbao.url, openbao.extra["token"], *args, input_text=input_text)
+
+    return run
+
+
+@pytest.fixture
+def unique_name():
+    return f"conn-{uuid.uuid4().hex[:12]}"
+
+
+# ---------------------------------------------------------------------------
+# Users
+
+
+@pytest.fixture
+def user_factory(db, django_user_model):
+    from django.contrib.auth.models import Group
+
+    def make(username=None, *, groups=(), superuser=False):
+        user = django_user_model.objects.create_user(
+            username=username or f"user-{uuid.uuid4().hex[:8]}",
+            password="pw-for-tests-only",  # noqa: S106
+            is_superuser=superuser,
+            is_staff=superuser,
+        )
+        user.groups.set(Group.objects.filter(name__in=groups))
+        return user
+
+    return make
+
+
+@pytest.fixture
+def requester(user_factory):
+    return user_factory("requester", groups=[roles.REQUESTERS])
+
+
+@pytest.fixture
+def approver(user_factory):
+    return user_factory("approver", groups=[roles.APPROVERS])
+
+
+@pytest.fixture
+def auditor(user_factory):
+    return user_factory("auditor", groups=[roles.AUDITORS])
+
+
+@pytest.fixture
+def admin_user(user_factory):
+    return user_factory("admin", superuser=True)
+
+
+def _client_for(user):
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def requester_client(requester):
+    return _client_for(requester)
+
+
+@pytest.fixture
+def approver_client(approver):
+    return _client_for(approver)
+
+
+@pytest.fixture
+def auditor_client(auditor):
+    return _client_for(auditor)
+
+
+@pytest.fixture
+def admin_client_(admin_user):
+    return _client_for(admin_user)
+
+
+# ---------------------------------------------------------------------------
+# Documents
+
+
+@pytest.fixture
+def make_document(unique_name):
+    """A valid request document for each authorization type, referencing the canary secrets."""
+
+    def make(kind="API_KEY", name=None, **extra):
+        doc = {"Name": name or unique_name, "Description": "partner API", "AuthorizationType": kind}
+        if kind == "BASIC":
+            auth = {"BasicAuthParameters": {
+                "Username": "alice",
+                "Password": {"vault": "secret/canary/basic#password", "version": None},
+            }}  # fmt: skip
+        elif kind == "OAUTH_CLIENT_CREDENTIALS":
+            auth = {"OAuthParameters": {
+                "ClientParameters": {
+                    "ClientID": "client-1",
+                    "ClientSecret": {"vault": "secret/canary/oauth#client_secret", "version": None},
+                },
+                "AuthorizationEndpoint": "https://auth.example.com/oauth2/token",
+                "HttpMethod": "POST",
+                "OAuthHttpParameters": {"BodyParameters": [
+                    {"Key": "grant_type", "Value": "client_credentials", "IsValueSecret": False},
+                ]},
+            }}  # fmt: skip
+        else:
+            auth = {"ApiKeyAuthParameters": {
+                "ApiKeyName": "x-api-key",
+                "ApiKeyValue": {"vault": "secret/canary/apikey#api_key", "version": None},
+            }}  # fmt: skip
+        auth["InvocationHttpParameters"] = {"HeaderParameters": [
+            {"Key": "X-Token", "Value": {"vault": "secret/canary/oauth#header_token",
+                                         "version": None}, "IsValueSecret": True},
+            {"Key": "X-Plain", "Value": "plain-value", "IsValueSecret": False},
+        ]}  # fmt: skip
+        doc["AuthParameters"] = auth
+        doc.update(extra)
+        return doc
+
+    return make
