@@ -97,8 +97,7 @@ class Command(BaseCommand):
             w(f"  export VAULT_TOKEN={env['VAULT_TOKEN']}")
         if env.get("AWS_ENDPOINT_URL"):
             w(f"  export AWS_ENDPOINT_URL={env['AWS_ENDPOINT_URL']}")
-            w(
-                "  export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1"
-            )
+            w("  export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing")
+            w(f"  export AWS_REGION={env.get('AWS_REGION', 'us-east-1')}")
         w("Ctrl-C stops everything started here.")
         w("")
