@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PORT   ?= 8000
 
-.PHONY: run test lint format bench clean devstack
+.PHONY: install run test lint format bench clean devstack
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

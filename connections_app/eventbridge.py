@@ -7,7 +7,9 @@ boto3 finds credentials through its normal chain and the endpoint through AWS_EN
 from __future__ import annotations
 
 import functools
+import random
 import threading
+import time
 
 import boto3
 import botocore.exceptions
@@ -55,21 +57,25 @@ _lock = threading.Lock()
 _session_clients: dict[str, object] = {}
 
 
-def _client(service: str):
+def _client(service: str, *, retries: bool = True):
+    key = service if retries else f"{service}:once"
     with _lock:
-        if service not in _session_clients:
+        if key not in _session_clients:
             config = Config(
                 region_name=settings.AWS_REGION,
                 connect_timeout=settings.AWS_CONNECT_TIMEOUT,
                 read_timeout=settings.AWS_READ_TIMEOUT,
-                retries={"mode": "standard", "max_attempts": settings.AWS_MAX_ATTEMPTS},
+                retries={
+                    "mode": "standard",
+                    "total_max_attempts": settings.AWS_MAX_ATTEMPTS if retries else 1,
+                },
             )
-            _session_clients[service] = boto3.session.Session().client(service, config=config)
-        return _session_clients[service]
+            _session_clients[key] = boto3.session.Session().client(service, config=config)
+        return _session_clients[key]
 
 
-def events_client():
-    return _client("events")
+def events_client(*, retries: bool = True):
+    return _client("events", retries=retries)
 
 
 def reset_clients() -> None:
@@ -125,11 +131,27 @@ _SDK_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientErro
 
 
 def create_connection(payload: dict) -> dict:
-    """events.create_connection(**payload); the payload holds secret values: never log it."""
-    try:
-        return events_client().create_connection(**payload)
-    except _SDK_ERRORS as exc:
-        raise translate(exc) from None
+    """events.create_connection(**payload); the payload holds secret values: never log it.
+
+    Not idempotent, so the SDK must not resend it after a timeout or a dropped connection (the
+    first attempt may have worked). Only throttling, which AWS answers before doing anything,
+    is retried here, with the standard mode's capped exponential backoff.
+    """
+    client = _client("events", retries=False)
+    for attempt in range(settings.AWS_MAX_ATTEMPTS):
+        try:
+            return client.create_connection(**payload)
+        except botocore.exceptions.ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code not in _THROTTLED or attempt + 1 >= settings.AWS_MAX_ATTEMPTS:
+                raise translate(exc) from None
+        except botocore.exceptions.BotoCoreError as exc:
+            raise translate(exc) from None
+        time.sleep(min(20.0, random.random() * 2**attempt))  # noqa: S311 - jitter, not crypto
+    raise AssertionError("unreachable")
+
+
+_THROTTLED = {"ThrottlingException", "TooManyRequestsException", "RequestLimitExceeded"}
 
 
 def describe_connection(name: str) -> dict | None:

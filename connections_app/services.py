@@ -132,12 +132,17 @@ def request_create(*, requester, document: dict) -> ConnectionRequest:
     return request
 
 
-@transaction.atomic
 def request_update(*, request: ConnectionRequest, editor, document: dict) -> ConnectionRequest:
+    _expire_now(request)
+    return _update(request=request, editor=editor, document=document)
+
+
+@transaction.atomic
+def _update(*, request: ConnectionRequest, editor, document: dict) -> ConnectionRequest:
     request = R.objects.select_for_update().get(pk=request.pk)
     if editor.pk != request.requester_id:
         raise ActionRefused("Only the requester may edit a request.", code="not_owner")
-    _expire_if_due(request)
+    _refuse_if_expired(request)
     if request.status != R.PENDING:
         raise ActionRefused("Only a pending request can be edited.", code="not_pending")
     issues = document_problems(document, exclude=request)
@@ -214,6 +219,22 @@ def _expire_if_due(request: ConnectionRequest) -> bool:
     return False
 
 
+def _expire_now(request: ConnectionRequest) -> None:
+    """Commit the expiry on its own, so that the refusal that follows cannot roll it back."""
+    with transaction.atomic():
+        _expire_if_due(R.objects.select_for_update().get(pk=request.pk))
+
+
+def _refuse_if_expired(request: ConnectionRequest) -> None:
+    if request.status == R.EXPIRED or (
+        request.status == R.PENDING and request.expires_at <= timezone.now()
+    ):
+        raise ActionRefused(
+            "This request expired before it was decided; the requester must file it again.",
+            code="expired",
+        )
+
+
 def requests_expire_due() -> int:
     """Expire every pending request past its time; returns how many."""
     count = 0
@@ -239,12 +260,16 @@ def _check_approver(request: ConnectionRequest, user) -> None:
         )
 
 
-@transaction.atomic
 def request_reject(*, request: ConnectionRequest, approver, reason: str) -> ConnectionRequest:
+    _expire_now(request)
+    return _reject(request=request, approver=approver, reason=reason)
+
+
+@transaction.atomic
+def _reject(*, request: ConnectionRequest, approver, reason: str) -> ConnectionRequest:
     request = R.objects.select_for_update().get(pk=request.pk)
     _check_approver(request, approver)
-    if _expire_if_due(request):
-        raise ActionRefused("This request has expired.", code="expired")
+    _refuse_if_expired(request)
     if request.status != R.PENDING:
         raise ActionRefused("Only a pending request can be rejected.", code="not_pending")
     reason = (reason or "").strip()
@@ -269,6 +294,7 @@ def request_approve(
     *, request: ConnectionRequest, approver, comment: str = "", seen_hash: str
 ) -> ConnectionRequest:
     """Approve and submit: at most one create_connection per request, whoever clicks how often."""
+    _expire_now(request)
     claimed = _claim(request, approver, comment=comment, seen_hash=seen_hash, retry=False)
     return _submit(claimed, approver)
 
@@ -283,11 +309,7 @@ def request_retry(*, request: ConnectionRequest, approver, seen_hash: str) -> Co
 def _claim(request, approver, *, comment: str, seen_hash: str, retry: bool) -> ConnectionRequest:
     request = R.objects.select_for_update().get(pk=request.pk)
     _check_approver(request, approver)
-    if _expire_if_due(request):
-        raise ActionRefused(
-            "This request expired before it was approved; the requester must file it again.",
-            code="expired",
-        )
+    _refuse_if_expired(request)
     if seen_hash != request.document_hash:
         raise ActionRefused(
             "The request changed after you opened it; review the new version before approving.",

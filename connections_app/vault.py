@@ -54,9 +54,11 @@ class SecretNotFound(VaultError):
 # ---------------------------------------------------------------------------
 # References: "mount/path#key" or "mount/path#key@version"
 
-_REF_RE = re.compile(
-    r"^(?P<path>[A-Za-z0-9][A-Za-z0-9._\-/]*)#(?P<key>[A-Za-z0-9._\-]+)(?:@(?P<version>[0-9]+))?$"
-)
+_PATH_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-/]*")
+_KEY_RE = re.compile(r"[A-Za-z0-9._\-]+")
+_VERSION_RE = re.compile(r"[0-9]+")
+# KV v2 versions are int64 on the server; a larger number is an error there, not a miss.
+_MAX_VERSION = 2**63 - 1
 # Mounts a reference may never address: Vault's own system, auth and identity backends.
 _FORBIDDEN_PREFIXES = ("sys", "auth", "identity", "cubbyhole")
 
@@ -81,30 +83,42 @@ def parse_reference(text: str) -> Reference:
         raise InvalidReference(
             "A Vault reference starts with its mount, not with “/”.", code="leading_slash"
         )
-    if "#" not in text:
+    path, _, rest = text.partition("#")
+    key, at, version_text = rest.partition("@")
+    if not key:
         raise InvalidReference(
             "Add the key after “#”, for example secret/app/partner#password.", code="missing_key"
         )
-    path = text.split("#", 1)[0]
     segments = path.split("/")
-    if any(seg in ("..", ".") for seg in segments):
+    # ".." anywhere, not only as a whole segment: nothing legitimate needs it, and HTTP
+    # clients normalise dot segments in ways that differ from Vault's own path handling.
+    if ".." in path or "." in segments:
         raise InvalidReference("A Vault reference may not contain “..” or “.”.", code="path_escape")
     if segments[0].lower() in _FORBIDDEN_PREFIXES:
         raise InvalidReference(
             f"References into “{segments[0]}/” are not allowed: use a KV secrets mount.",
             code="forbidden_mount",
         )
-    match = _REF_RE.match(text)
-    if not match or "" in segments or len(segments) < 2:
+    version: int | None = None
+    if at:
+        if not _VERSION_RE.fullmatch(version_text) or not 1 <= int(version_text) <= _MAX_VERSION:
+            raise InvalidReference(
+                "A version is a whole number from 1, as in secret/app/partner#password@2.",
+                code="bad_version",
+            )
+        version = int(version_text)
+    if (
+        not _PATH_RE.fullmatch(path)
+        or not _KEY_RE.fullmatch(key)
+        or "" in segments
+        or len(segments) < 2
+    ):
         raise InvalidReference(
             "Use the form mount/path#key or mount/path#key@version "
             "(letters, digits, “.”, “_”, “-” and “/”).",
             code="bad_format",
         )
-    version = match["version"]
-    if version is not None and int(version) < 1:
-        raise InvalidReference("Versions start at 1.", code="bad_version")
-    return Reference(match["path"], match["key"], int(version) if version else None)
+    return Reference(path, key, version)
 
 
 @dataclass(frozen=True)
@@ -306,17 +320,19 @@ def read(ref: Reference) -> Resolution:
         status, body = _get(f"{mount}/data/{relative}{query}")
         data = body.get("data") or {}
         metadata = data.get("metadata") or {}
-        if metadata.get("destroyed"):
+        secret = data.get("data") if status == 200 else None
+        # Only a version without data is gone: with delete_version_after configured, a live
+        # version carries its future deletion_time too.
+        if secret is None and metadata.get("destroyed"):
             raise SecretNotFound(
                 f"Version {metadata.get('version')} of {ref.path} has been destroyed.",
                 code="version_destroyed",
             )
-        if metadata.get("deletion_time"):
+        if secret is None and metadata.get("deletion_time"):
             raise SecretNotFound(
                 f"Version {metadata.get('version')} of {ref.path} has been deleted.",
                 code="version_deleted",
             )
-        secret = data.get("data") if status == 200 else None
     if secret is None:
         if ref.version is not None:
             raise SecretNotFound(
