@@ -220,8 +220,10 @@ FIELD_PATHS = {
     "AuthParameters.OAuthParameters.ClientParameters.ClientSecret": "oauth_client_secret",
     "AuthParameters.OAuthParameters.AuthorizationEndpoint": "oauth_endpoint",
     "AuthParameters.OAuthParameters.HttpMethod": "oauth_http_method",
-    "AuthParameters.OAuthParameters.ConnectivityParameters.ResourceParameters"
-    ".ResourceConfigurationArn": "oauth_resource_arn",
+    # A private OAuth endpoint's connectivity sits beside OAuthParameters, not inside it.
+    "AuthParameters.ConnectivityParameters.ResourceParameters.ResourceConfigurationArn": (
+        "oauth_resource_arn"
+    ),
     "AuthParameters.ApiKeyAuthParameters.ApiKeyName": "apikey_name",
     "AuthParameters.ApiKeyAuthParameters.ApiKeyValue": "apikey_value",
     "InvocationConnectivityParameters.ResourceParameters.ResourceConfigurationArn": (
@@ -280,11 +282,13 @@ class RequestForms:
                 "AuthorizationEndpoint": data["oauth_endpoint"],
                 "HttpMethod": data["oauth_http_method"],
             }
+            auth["OAuthParameters"] = oauth
             if data.get("oauth_resource_arn"):
-                oauth["ConnectivityParameters"] = {
+                # The model puts a private authorization endpoint's connectivity in
+                # AuthParameters.ConnectivityParameters, beside OAuthParameters.
+                auth["ConnectivityParameters"] = {
                     "ResourceParameters": {"ResourceConfigurationArn": data["oauth_resource_arn"]}
                 }
-            auth["OAuthParameters"] = oauth
         for prefix, path, _ in PARAMETER_LISTS:
             if prefix.startswith("oauth_") and kind != "OAUTH_CLIENT_CREDENTIALS":
                 continue
@@ -371,7 +375,7 @@ def initial_from_document(document: dict) -> dict:
         "oauth_client_secret": ref(client.get("ClientSecret")),
         "oauth_endpoint": oauth.get("AuthorizationEndpoint", ""),
         "oauth_http_method": oauth.get("HttpMethod", "POST"),
-        "oauth_resource_arn": arn(oauth.get("ConnectivityParameters", {})),
+        "oauth_resource_arn": arn(auth.get("ConnectivityParameters", {})),
         "apikey_name": apikey.get("ApiKeyName", ""),
         "apikey_value": ref(apikey.get("ApiKeyValue")),
         "invocation_resource_arn": arn(document.get("InvocationConnectivityParameters", {})),

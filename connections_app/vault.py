@@ -187,6 +187,8 @@ class _Client:
                 result = client.auth.kubernetes.login(
                     role=settings.VAULT_K8S_ROLE, jwt=jwt, mount_point=settings.VAULT_K8S_MOUNT
                 )
+        except requests.RequestException:  # before OSError, which it subclasses
+            raise _unreachable() from None
         except OSError as exc:
             raise VaultError(
                 f"Cannot read the Kubernetes service-account token file: {exc.strerror}.",
@@ -195,11 +197,10 @@ class _Client:
         except (hvac.exceptions.Forbidden, hvac.exceptions.InvalidRequest) as exc:
             raise VaultPermissionDenied(
                 f"Vault refused the {method} login: check the role and its credentials.",
+                code="login_denied",
             ) from exc
         except hvac.exceptions.VaultError as exc:
             raise _translate(exc) from None
-        except requests.RequestException:
-            raise _unreachable() from None
         lease = result["auth"].get("lease_duration") or 0
         # Log in again a little before the token's TTL runs out.
         self._expires_at = time.monotonic() + lease * 0.9 if lease else None
@@ -288,7 +289,9 @@ def _mount_for(path: str) -> tuple[str, int]:
     """Find the mount holding `path` and its KV version, as the Vault CLI does."""
     try:
         _, body = _get(f"sys/internal/ui/mounts/{path}")
-    except VaultPermissionDenied:
+    except VaultPermissionDenied as exc:
+        if exc.code != VaultPermissionDenied.code:  # a failed login says so itself
+            raise
         raise VaultPermissionDenied(
             f"No KV mount holds “{path}”, or the app's token may not use it.",
             code="mount_not_found",

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 
 class FaultProxy:
-    """Forwards to `upstream`; `rules` decide per request: pass, delay, drop the response, or answer.
+    """Forwards to `upstream`; `rules` decide per request: pass, delay, drop or answer.
 
     A rule is a callable (method, path, headers) -> action or None, where action is one of
     ("delay", seconds), ("drop_response",), ("status", code, body, headers).

@@ -1,0 +1,146 @@
+"""The audit log: append-only, hash-chained, verified by verify_audit_chain."""
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connection, transaction
+
+from connections_app import audit, services
+from connections_app.models import AppendOnlyError, AuditEvent
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def chain(requester, approver, make_document):
+    """A few real events: create, approve, resolve, success; then a second request."""
+    request = services.request_create(requester=requester, document=make_document("BASIC"))
+    services.request_approve(request=request, approver=approver, seen_hash=request.document_hash)
+    other = services.request_create(
+        requester=requester, document=make_document("API_KEY", name=request.name + "-b")
+    )
+    services.request_reject(request=other, approver=approver, reason="duplicate")
+    return list(AuditEvent.objects.order_by("id"))
+
+
+def _raw(sql, params=()):
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+def _drop_trigger():
+    if connection.vendor == "postgresql":
+        _raw("ALTER TABLE connections_app_auditevent DISABLE TRIGGER USER")
+
+
+def test_chain_verifies(chain):
+    assert len(chain) == 6
+    assert [e.id for e in chain] == list(range(1, 7))
+    assert chain[0].prev_hash == audit.GENESIS
+    assert all(b.prev_hash == a.hash for a, b in zip(chain, chain[1:], strict=False))
+    call_command("verify_audit_chain")
+
+
+def test_model_refuses_update_and_delete(chain):
+    event = chain[0]
+    event.action = "something.else"
+    with pytest.raises(AppendOnlyError):
+        event.save()
+    with pytest.raises(AppendOnlyError):
+        event.delete()
+    with pytest.raises(AppendOnlyError):
+        AuditEvent.objects.filter(pk=event.pk).update(action="x")
+    with pytest.raises(AppendOnlyError):
+        AuditEvent.objects.all().delete()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="trigger exists on PostgreSQL only")
+def test_postgres_trigger_refuses_update_and_delete(chain):
+    from django.db import DatabaseError
+
+    for sql in (
+        "UPDATE connections_app_auditevent SET action = 'x' WHERE id = 1",
+        "DELETE FROM connections_app_auditevent WHERE id = 1",
+    ):
+        with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
+            _raw(sql)
+
+
+def _expect_broken(at: int):
+    with pytest.raises(CommandError, match=f"broken at event {at}"):
+        call_command("verify_audit_chain")
+
+
+def test_altered_row_is_caught(chain):
+    _drop_trigger()
+    _raw("UPDATE connections_app_auditevent SET outcome = 'success' WHERE id = 6")
+    _expect_broken(6)
+
+
+def test_altered_data_is_caught(chain):
+    _drop_trigger()
+    _raw("UPDATE connections_app_auditevent SET data = '{}' WHERE id = 3")
+    _expect_broken(3)
+
+
+def test_deleted_row_is_caught(chain):
+    _drop_trigger()
+    _raw("DELETE FROM connections_app_auditevent WHERE id = 2")
+    _expect_broken(3)
+
+
+def test_deleted_last_row_is_caught(chain):
+    _drop_trigger()
+    _raw("DELETE FROM connections_app_auditevent WHERE id = 6")
+    _expect_broken(6)
+
+
+def test_inserted_row_is_caught(chain):
+    # An out-of-band row given the next position, with a made-up hash: the head disagrees.
+    first = chain[0]
+    _raw(
+        "INSERT INTO connections_app_auditevent (id, created_at, actor_id, actor_username, action,"
+        " request_id, connection_name, outcome, arn, connection_state, data, prev_hash, hash)"
+        " VALUES (7, %s, NULL, 'mallory', 'connection.create.success', NULL, '', 'success', '',"
+        " '', '{}', %s, %s)",
+        (first.created_at, chain[-1].hash, "f" * 64),
+    )
+    _expect_broken(7)
+
+
+def test_inserted_row_in_the_middle_is_caught(chain):
+    _drop_trigger()
+    # Shift the tail up by one and slip a forged event in at position 4.
+    _raw("UPDATE connections_app_auditevent SET id = id + 100 WHERE id >= 4")
+    _raw("UPDATE connections_app_auditevent SET id = id - 99 WHERE id >= 100")
+    _raw(
+        "INSERT INTO connections_app_auditevent (id, created_at, actor_id, actor_username, action,"
+        " request_id, connection_name, outcome, arn, connection_state, data, prev_hash, hash)"
+        " VALUES (4, %s, NULL, 'mallory', 'connection.request.approve', NULL, '', 'approved', '',"
+        " '', '{}', %s, %s)",
+        (chain[0].created_at, chain[2].hash, "e" * 64),
+    )
+    _expect_broken(4)
+
+
+def test_fingerprint_is_keyed_and_not_the_value(settings):
+    settings.AUDIT_HMAC_KEY = "key-one"
+    one = audit.fingerprint("s3cret")
+    settings.AUDIT_HMAC_KEY = "key-two"
+    two = audit.fingerprint("s3cret")
+    assert one.startswith("hmac-sha256:")
+    assert one != two
+    assert "s3cret" not in one
+
+
+@pytest.mark.django_db(transaction=True)
+def test_record_needs_a_transaction():
+    with pytest.raises(RuntimeError):
+        audit.record(action="x")
+
+
+def test_redacted_events_hold_no_canary(chain, canaries):
+    text = "".join(e.data for e in AuditEvent.objects.all())
+    assert "hmac-sha256:" in text
+    for value in canaries.values():
+        assert value not in text
