@@ -196,7 +196,9 @@ def test_valid_request_with_canary_references_saves_as_pending(login, requester,
     page = open_form(login, requester)
     fill_request_with_every_canary(page, unique_name)
 
-    save(page)
+    # Enter in a text box submits with the form's first submit button: it must be Save,
+    # not the Check button of a (hidden) reference field.
+    field_input(page, "name").press("Enter")
 
     expect(page).to_have_url(re.compile(r"/requests/\d+/$"))
     expect(page.get_by_role("heading", name=unique_name)).to_be_visible()
