@@ -161,6 +161,12 @@ class _Client:
 
     def _new(self) -> hvac.Client:
         verify: bool | str = settings.VAULT_CACERT or True
+        # requests would raise a bare OSError on every call: say what is wrong once, clearly.
+        if settings.VAULT_CACERT and not Path(settings.VAULT_CACERT).exists():
+            raise VaultError(
+                f"VAULT_CACERT names no file or directory: {settings.VAULT_CACERT}.",
+                code="cacert_missing",
+            )
         return hvac.Client(
             url=settings.VAULT_ADDR,
             namespace=settings.VAULT_NAMESPACE or None,
@@ -369,7 +375,7 @@ def health() -> dict:
     status = {"reachable": False, "sealed": None, "authenticated": False}
     try:
         raw = _client._new().sys.read_health_status(method="GET")
-    except requests.RequestException:
+    except (requests.RequestException, VaultError):
         return status
     body = raw if isinstance(raw, dict) else _json_or_empty(raw)
     status["reachable"] = True

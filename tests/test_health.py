@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import time
+
 import hvac
 import pytest
 
@@ -12,11 +15,22 @@ def _closed_url() -> str:
     return f"http://{devstack.HOST}:{devstack.free_port()}"
 
 
+def _unseal_key(server) -> str:
+    """The dev server prints its unseal key a moment after it starts answering."""
+    for _ in range(100):
+        found = re.search(r"Unseal Key: (\S+)", server.log_path.read_text(errors="replace"))
+        if found:
+            return found.group(1)
+        time.sleep(0.05)
+    raise AssertionError("the OpenBao dev server printed no unseal key")
+
+
 @pytest.fixture(scope="module")
 def sealed_openbao():
     """A second OpenBao, really sealed; the session server stays unsealed for everyone else."""
     server = devstack.start_openbao()
     try:
+        server.extra["unseal_key"] = server.extra["unseal_key"] or _unseal_key(server)
         devstack.bao(server.url, server.extra["token"], "operator", "seal")
         assert hvac.Client(url=server.url).sys.is_sealed()
         yield server
@@ -66,6 +80,15 @@ def test_healthz_503_when_openbao_is_stopped(client, settings, canaries):
     assert body["vault"]["reachable"] is False
     assert body["database"]["ok"] is True
     assert body["aws"]["ok"] is True
+
+
+@pytest.mark.django_db
+def test_healthz_503_not_500_when_the_vault_ca_file_is_missing(client, settings, canaries):
+    settings.VAULT_ADDR = "https://127.0.0.1:1"
+    settings.VAULT_CACERT = "/nonexistent/vault-ca.pem"
+    vault.reset_client()
+    body = _get_healthz(client, settings, canaries, 503)
+    assert body["vault"]["ok"] is False
 
 
 @pytest.mark.django_db

@@ -378,6 +378,16 @@ def test_unreachable_vault(settings, canaries):
     assert vault.health() == {"reachable": False, "sealed": None, "authenticated": False}
 
 
+def test_missing_ca_certificate_is_reported_not_crashed(settings):
+    settings.VAULT_ADDR = "https://127.0.0.1:1"
+    settings.VAULT_CACERT = "/nonexistent/vault-ca.pem"
+    vault.reset_client()
+    with pytest.raises(vault.VaultError) as caught:
+        vault.check(vault.parse_reference("secret/canary/basic#password"))
+    assert caught.value.code == "cacert_missing"
+    assert vault.health()["reachable"] is False
+
+
 def test_health_with_the_dev_stack_up(settings):
     assert vault.health() == {"reachable": True, "sealed": False, "authenticated": True}
     assert vault.auth_method() == "token"

@@ -13,11 +13,13 @@ from connections_app.models import ConnectionRequest
 
 pytestmark = pytest.mark.browser
 
-TYPES = {
-    "BASIC": "secret/canary/basic#password",
-    "OAUTH_CLIENT_CREDENTIALS": "secret/canary/oauth#client_secret",
-    "API_KEY": "secret/canary/apikey#api_key",
-}
+# References to the secrets tests/conftest.py's `canaries` fixture seeds in OpenBao.
+PASSWORD_REF = "secret/canary/basic#password"
+CLIENT_SECRET_REF = "secret/canary/oauth#client_secret"
+HEADER_TOKEN_REF = "secret/canary/oauth#header_token"
+API_KEY_REF = "secret/canary/apikey#api_key"
+V1_KEY_REF = "legacy/canary/v1#api_key"  # KV version 1 mount
+TYPES = ("BASIC", "OAUTH_CLIENT_CREDENTIALS", "API_KEY")
 
 
 # ---------------------------------------------------------------------------
@@ -66,7 +68,10 @@ def expect_row(row, key, value, *, secret=False):
     expect(row.locator('input[name$="-key"]')).to_have_value(key)
     expect(row.locator('input[name$="-value"]')).to_have_value(value)
     box = row.locator('input[name$="-is_secret"]')
-    expect(box).to_be_checked() if secret else expect(box).not_to_be_checked()
+    if secret:
+        expect(box).to_be_checked()
+    else:
+        expect(box).not_to_be_checked()
 
 
 def save(page):
@@ -83,14 +88,14 @@ def fill_request_with_every_canary(page, name):
     field_input(page, "description").fill("partner API")
     choose(page, "OAUTH_CLIENT_CREDENTIALS")
     field_input(page, "oauth_client_id").fill("client-1")
-    field_input(page, "oauth_client_secret").fill("secret/canary/oauth#client_secret")
+    field_input(page, "oauth_client_secret").fill(CLIENT_SECRET_REF)
     field_input(page, "oauth_endpoint").fill("https://auth.example.com/oauth2/token")
-    fill_row(rows(page, "oauth_header").nth(0), "X-Basic", "secret/canary/basic#password", secret=True)
+    fill_row(rows(page, "oauth_header").nth(0), "X-Basic", PASSWORD_REF, secret=True)
     fill_row(rows(page, "oauth_body").nth(0), "grant_type", "client_credentials")
-    fill_row(rows(page, "inv_header").nth(0), "X-Token", "secret/canary/oauth#header_token", secret=True)
+    fill_row(rows(page, "inv_header").nth(0), "X-Token", HEADER_TOKEN_REF, secret=True)
     add_row(page, "inv_header")
-    fill_row(rows(page, "inv_header").nth(1), "X-Api-Key", "secret/canary/apikey#api_key", secret=True)
-    fill_row(rows(page, "inv_query").nth(0), "legacy_key", "legacy/canary/v1#api_key", secret=True)
+    fill_row(rows(page, "inv_header").nth(1), "X-Api-Key", API_KEY_REF, secret=True)
+    fill_row(rows(page, "inv_query").nth(0), "legacy_key", V1_KEY_REF, secret=True)
 
 
 def database_dump() -> str:
@@ -114,7 +119,7 @@ def test_only_the_chosen_authorization_section_shows(login, requester):
     for kind in [*TYPES, "BASIC"]:  # and back again: switching twice must work too
         choose(page, kind)
         expect(section(page, kind)).to_be_visible()
-        for other in TYPES.keys() - {kind}:
+        for other in set(TYPES) - {kind}:
             expect(section(page, other)).to_be_hidden()
 
 
@@ -123,14 +128,14 @@ def test_parameter_rows_are_added_removed_and_saved(login, requester, unique_nam
     field_input(page, "name").fill(unique_name)
     choose(page, "API_KEY")
     field_input(page, "apikey_name").fill("x-api-key")
-    field_input(page, "apikey_value").fill("secret/canary/apikey#api_key")
+    field_input(page, "apikey_value").fill(API_KEY_REF)
 
     headers = rows(page, "inv_header")
     expect(headers).to_have_count(1)
     add_row(page, "inv_header")
     add_row(page, "inv_header")
     expect(headers).to_have_count(3)
-    fill_row(headers.nth(0), "X-Token", "secret/canary/oauth#header_token", secret=True)
+    fill_row(headers.nth(0), "X-Token", HEADER_TOKEN_REF, secret=True)
     fill_row(headers.nth(1), "X-Dropped", "dropped-value")
     fill_row(headers.nth(2), "X-Plain", "plain-value")
     # Removing a middle row leaves a gap in the form numbering the server must cope with.
@@ -147,12 +152,11 @@ def test_parameter_rows_are_added_removed_and_saved(login, requester, unique_nam
     saved = ConnectionRequest.objects.get(name=unique_name).document
     assert saved["AuthParameters"]["InvocationHttpParameters"] == {
         "HeaderParameters": [
-            {"Key": "X-Token", "Value": ref("secret/canary/oauth#header_token"),
-             "IsValueSecret": True},
+            {"Key": "X-Token", "Value": ref(HEADER_TOKEN_REF), "IsValueSecret": True},
             {"Key": "X-Plain", "Value": "plain-value", "IsValueSecret": False},
         ],
         "QueryStringParameters": [{"Key": "page", "Value": "1", "IsValueSecret": False}],
-    }  # fmt: skip
+    }
 
 
 def test_errors_show_next_to_fields_and_keep_everything_entered(login, requester):
@@ -161,11 +165,11 @@ def test_errors_show_next_to_fields_and_keep_everything_entered(login, requester
     field_input(page, "description").fill("partner API")
     choose(page, "OAUTH_CLIENT_CREDENTIALS")
     field_input(page, "oauth_client_id").fill("client-1")
-    field_input(page, "oauth_client_secret").fill("secret/canary/oauth#client_secret")
+    field_input(page, "oauth_client_secret").fill(CLIENT_SECRET_REF)
     field_input(page, "oauth_endpoint").fill("http://auth.example.com/oauth2/token")
     field_input(page, "oauth_http_method").select_option("GET")
     fill_row(rows(page, "oauth_body").nth(0), "grant_type", "client_credentials")
-    fill_row(rows(page, "inv_header").nth(0), "X-Token", "secret/canary/oauth#header_token", secret=True)
+    fill_row(rows(page, "inv_header").nth(0), "X-Token", HEADER_TOKEN_REF, secret=True)
     field_input(page, "kms_key").fill("alias/partner")
 
     save(page)
@@ -176,18 +180,19 @@ def test_errors_show_next_to_fields_and_keep_everything_entered(login, requester
     # Everything the user typed comes back, references included.
     expect(field_input(page, "name")).to_have_value("bad name!")
     expect(field_input(page, "description")).to_have_value("partner API")
-    expect(page.locator('input[name="authorization_type"][value="OAUTH_CLIENT_CREDENTIALS"]')).to_be_checked()
+    expect(
+        page.locator('input[name="authorization_type"][value="OAUTH_CLIENT_CREDENTIALS"]')
+    ).to_be_checked()
     expect(section(page, "OAUTH_CLIENT_CREDENTIALS")).to_be_visible()
     expect(section(page, "BASIC")).to_be_hidden()
     expect(field_input(page, "oauth_client_id")).to_have_value("client-1")
-    expect(field_input(page, "oauth_client_secret")).to_have_value(
-        "secret/canary/oauth#client_secret"
+    expect(field_input(page, "oauth_client_secret")).to_have_value(CLIENT_SECRET_REF)
+    expect(field_input(page, "oauth_endpoint")).to_have_value(
+        "http://auth.example.com/oauth2/token"
     )
-    expect(field_input(page, "oauth_endpoint")).to_have_value("http://auth.example.com/oauth2/token")
     expect(field_input(page, "oauth_http_method")).to_have_value("GET")
     expect_row(rows(page, "oauth_body").nth(0), "grant_type", "client_credentials")
-    expect_row(rows(page, "inv_header").nth(0), "X-Token", "secret/canary/oauth#header_token",
-               secret=True)  # fmt: skip
+    expect_row(rows(page, "inv_header").nth(0), "X-Token", HEADER_TOKEN_REF, secret=True)
     expect(field_input(page, "kms_key")).to_have_value("alias/partner")
     assert not ConnectionRequest.objects.exists()
 
@@ -217,7 +222,7 @@ def test_no_canary_value_in_page_or_database_after_save(login, requester, unique
 
     html = page.content()
     dump = database_dump()
-    assert unique_name in dump and "secret/canary/basic#password" in dump  # the dump is real
+    assert unique_name in dump and PASSWORD_REF in dump  # the dump is real
     for name, value in canaries.items():
         assert value not in html, f"canary {name} rendered in the request page"
         assert value not in dump, f"canary {name} stored in the database"
@@ -230,17 +235,23 @@ def test_check_shows_version_or_error_never_the_value(login, requester, canaries
     check = field(page, "basic_password").get_by_role("button", name="Check")
     result = page.locator("#check-basic_password")
 
-    reference.fill("secret/canary/basic#password")
-    check.click()
+    answers = []
+
+    def run_check(text):
+        reference.fill(text)
+        with page.expect_response(re.compile(r"/vault/check/$")) as response:
+            check.click()
+        answers.append(response.value.text())
+
+    run_check(PASSWORD_REF)
     expect(result.locator(".ok")).to_contain_text("version 1")
 
-    reference.fill("secret/canary/nope#x")
-    check.click()
+    run_check("secret/canary/nope#x")
     expect(result.locator(".bad")).to_contain_text("No secret exists at secret/canary/nope")
     expect(page).to_have_url(re.compile(r"/requests/new/$"))  # a fetch, not a form submit
-    html = page.content()
-    for value in canaries.values():
-        assert value not in html
+    seen = page.content() + "".join(answers)  # neither the page nor the JSON on the wire
+    for name, value in canaries.items():
+        assert value not in seen, f"canary {name} shown by Check"
 
 
 def test_approver_approves_in_browser_and_connection_is_created(

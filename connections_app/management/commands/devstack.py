@@ -29,6 +29,10 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
 
     def handle(self, *args, serve: bool, port: int, **options):
+        # A terminate or hang-up stops the stack as Ctrl-C does (the servers run in their own
+        # sessions, so only this process can stop them).
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.default_int_handler)
         started: list[devstack.Server] = []
         env = dict(os.environ)
         try:
@@ -62,7 +66,12 @@ class Command(BaseCommand):
                     [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
                     env=env,
                 )
-                app.wait()
+                try:
+                    app.wait()
+                finally:
+                    if app.poll() is None:
+                        app.terminate()
+                        app.wait(10)
             else:
                 signal.pause()
         except KeyboardInterrupt:
