@@ -117,7 +117,13 @@ def start_openbao(*, port: int | None = None, root_token: str | None = None) -> 
         )
     url = f"http://{HOST}:{port}"
     _wait_http(f"{url}/v1/sys/health", 30, proc)
-    unseal = re.search(r"Unseal Key: (\S+)", log.read_text(errors="replace"))
+    # The banner with the unseal key is printed just after the listener answers.
+    unseal = None
+    deadline = time.monotonic() + 5
+    while unseal is None and time.monotonic() < deadline:
+        unseal = re.search(r"Unseal Key: (\S+)", log.read_text(errors="replace"))
+        if unseal is None:
+            time.sleep(0.05)
     return Server(proc, url, log, {"token": token, "unseal_key": unseal.group(1) if unseal else ""})
 
 

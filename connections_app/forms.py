@@ -5,6 +5,7 @@ from __future__ import annotations
 from django import forms
 from django.core.exceptions import ValidationError
 from django.forms import formset_factory
+from django.forms.utils import ErrorDict
 
 from . import document as doc
 from . import vault
@@ -349,6 +350,19 @@ class RequestForms:
         return bool(self.form.errors) or any(
             formset.total_error_count() for formset in self.formsets.values()
         )
+
+    def suppress_errors(self) -> None:
+        """Render what was entered without validating it (the no-JavaScript Check)."""
+        self.form._errors = ErrorDict(renderer=self.form.renderer)
+        self.form.cleaned_data = {}
+        for formset in self.formsets.values():
+            formset._non_form_errors = formset.error_class(
+                error_class="nonform", renderer=formset.renderer
+            )
+            formset._errors = []
+            for row in formset.forms:
+                row._errors = ErrorDict(renderer=row.renderer)
+                row.cleaned_data = {}
 
 
 def initial_from_document(document: dict) -> dict:

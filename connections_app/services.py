@@ -221,6 +221,9 @@ def _expire_if_due(request: ConnectionRequest) -> bool:
 
 def _expire_now(request: ConnectionRequest) -> None:
     """Commit the expiry on its own, so that the refusal that follows cannot roll it back."""
+    due = R.objects.filter(pk=request.pk, status=R.PENDING, expires_at__lte=timezone.now())
+    if not due.exists():
+        return  # the locked re-check in the action itself still refuses a late one
     with transaction.atomic():
         _expire_if_due(R.objects.select_for_update().get(pk=request.pk))
 

@@ -238,8 +238,9 @@ _client = _Client()
 
 
 def reset_client() -> None:
-    """Forget the process's client (settings changed, or tests)."""
+    """Forget the process's client and what it learnt of the mounts (settings changed, or tests)."""
     _client.reset()
+    _mounts.clear()
 
 
 def auth_method() -> str:
@@ -291,8 +292,23 @@ def _get(path: str) -> tuple[int, dict]:
         raise _unreachable() from None
 
 
+# Mounts seen recently: the mount table rarely changes, and each lookup is a round trip.
+_MOUNT_TTL = 60.0
+_mounts: dict[str, tuple[int, float]] = {}
+
+
 def _mount_for(path: str) -> tuple[str, int]:
     """Find the mount holding `path` and its KV version, as the Vault CLI does."""
+    now = time.monotonic()
+    for mount, (version, seen) in sorted(_mounts.items(), key=lambda item: -len(item[0])):
+        if path.startswith(f"{mount}/") and now - seen < _MOUNT_TTL:
+            return mount, version
+    mount, version = _lookup_mount(path)
+    _mounts[mount] = (version, now)
+    return mount, version
+
+
+def _lookup_mount(path: str) -> tuple[str, int]:
     try:
         _, body = _get(f"sys/internal/ui/mounts/{path}")
     except VaultPermissionDenied as exc:

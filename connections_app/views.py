@@ -91,7 +91,9 @@ def request_new(request):
 def request_edit(request, pk):
     obj = _visible_request(request, pk)
     if obj.requester_id != request.user.pk or obj.status != R.PENDING:
-        raise services.ActionRefused("Only the requester can edit a pending request.", code="x")
+        raise services.ActionRefused(
+            "Only the requester can edit a pending request.", code="not_editable"
+        )
     return _request_form(request, obj)
 
 
@@ -100,8 +102,9 @@ def _request_form(request, obj: ConnectionRequest | None):
     if request.method == "POST":
         forms = RequestForms(request.POST)
         if "_check" in request.POST:
-            forms.is_valid()
+            # Only the references are checked: a half-filled form shows no other errors yet.
             checks = _reference_checks(forms)
+            forms.suppress_errors()
         elif forms.is_valid():
             document = forms.to_document()
             try:
@@ -127,7 +130,7 @@ def _request_form(request, obj: ConnectionRequest | None):
         request,
         "connections_app/request_form.html",
         {"forms": forms, "form": forms.form, "obj": obj, "checks": checks},
-        status=400 if request.method == "POST" and forms.has_errors() else 200,
+        status=400 if request.method == "POST" and not checks and forms.has_errors() else 200,
     )
 
 

@@ -22,7 +22,7 @@ PROD_ENV = {
 
 def _manage(*args, env):
     base = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "AUDIT_HMAC_KEY")}
-    for name in ("DEBUG", "SECURE_SSL_REDIRECT", "DATABASE_URL"):
+    for name in ("DEBUG", "SECURE_SSL_REDIRECT", "DATABASE_URL", "DJANGO_ALLOW_ASYNC_UNSAFE"):
         base.pop(name, None)
     return subprocess.run(
         [sys.executable, "manage.py", *args],
