@@ -93,6 +93,25 @@ def _check_requester(user) -> None:
         raise ActionRefused("You may not request connections.", code="not_requester")
 
 
+def _save_revision(request: ConnectionRequest, *, author) -> None:
+    """Save the request and keep its document as a numbered revision."""
+    request.full_clean()
+    try:
+        with transaction.atomic():
+            request.save()
+    except IntegrityError:  # another request took the name since the check
+        raise DocumentInvalid(
+            [doc.Issue("Name", "name_taken", "Another request here already uses this name.")]
+        ) from None
+    DocumentRevision.objects.create(
+        request=request,
+        number=request.revision,
+        document=request.document,
+        document_hash=request.document_hash,
+        author=author,
+    )
+
+
 @transaction.atomic
 def request_create(*, requester, document: dict) -> ConnectionRequest:
     _check_requester(requester)
@@ -108,21 +127,7 @@ def request_create(*, requester, document: dict) -> ConnectionRequest:
         document_hash=doc.document_hash(document),
         expires_at=now + settings.REQUEST_TTL,
     )
-    request.full_clean()
-    try:
-        with transaction.atomic():
-            request.save()
-    except IntegrityError:
-        raise DocumentInvalid(
-            [doc.Issue("Name", "name_taken", "Another request here already uses this name.")]
-        ) from None
-    DocumentRevision.objects.create(
-        request=request,
-        number=1,
-        document=document,
-        document_hash=request.document_hash,
-        author=requester,
-    )
+    _save_revision(request, author=requester)
     audit.record(
         action="connection.request.create",
         actor=requester,
@@ -158,21 +163,7 @@ def _update(*, request: ConnectionRequest, editor, document: dict) -> Connection
     request.authorization_type = document["AuthorizationType"]
     request.revision += 1
     request.approved_hash = ""  # any approval was bound to the old document
-    request.full_clean()
-    try:
-        with transaction.atomic():
-            request.save()
-    except IntegrityError:
-        raise DocumentInvalid(
-            [doc.Issue("Name", "name_taken", "Another request here already uses this name.")]
-        ) from None
-    DocumentRevision.objects.create(
-        request=request,
-        number=request.revision,
-        document=document,
-        document_hash=new_hash,
-        author=editor,
-    )
+    _save_revision(request, author=editor)
     audit.record(
         action="connection.request.edit",
         actor=editor,
