@@ -121,10 +121,6 @@ def path_text(path: tuple) -> str:
 # Validation against the service model
 
 
-def _model_member(shape, name):
-    return shape.members.get(name)
-
-
 # The model's patterns are written for AWS's regex engine. Two of them nest overlapping
 # quantifiers and backtrack exponentially in Python's re (a Username of "a", thirty spaces and
 # ":" takes minutes), so each is replaced by a linear pattern that accepts exactly the same
@@ -145,8 +141,13 @@ def pattern_matches(pattern: str, value: str) -> bool:
     return re.fullmatch(_SAFE_PATTERNS.get(pattern, pattern), value, flags=re.DOTALL) is not None
 
 
+def _label(path: str) -> str:
+    """The form's word for the field a document path ends in."""
+    return LABELS.get(path.rsplit(".", 1)[-1].split("[")[0], path)
+
+
 def _check_string(shape, value: str, path: str, issues: list[Issue]) -> None:
-    label = LABELS.get(path.rsplit(".", 1)[-1].split("[")[0], path)
+    label = _label(path)
     meta = shape.metadata
     if "min" in meta and len(value) < meta["min"]:
         issues.append(Issue(path, "required", f"{label} is required."))
@@ -178,7 +179,7 @@ def _pattern_message(shape_name: str, label: str) -> str:
 
 
 def _walk(shape, value, path: str, issues: list[Issue], secret: bool) -> None:
-    label = LABELS.get(path.rsplit(".", 1)[-1].split("[")[0], path)
+    label = _label(path)
     if secret:
         if not is_reference(value):
             issues.append(

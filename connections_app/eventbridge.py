@@ -21,36 +21,31 @@ from django.conf import settings
 class EventBridgeError(Exception):
     """An AWS problem with a message a person can act on (never a secret value)."""
 
-    def __init__(self, message: str, *, code: str, retryable: bool = False):
+    def __init__(self, message: str, *, code: str):
         super().__init__(message)
         self.message = message
         self.code = code
-        self.retryable = retryable
 
 
 # AWS error codes, and what a person can do about each.
 _MESSAGES = {
     "ResourceAlreadyExistsException": (
-        "A connection with this name already exists in the account; choose another name.",
-        False,
+        "A connection with this name already exists in the account; choose another name."
     ),
     "LimitExceededException": (
         "The account has reached its EventBridge connection quota (3,000 per Region by "
-        "default); delete unused connections or ask AWS for a higher quota.",
-        True,
+        "default); delete unused connections or ask AWS for a higher quota."
     ),
     "AccessDeniedException": (
         "AWS denied the call: the app's IAM role lacks events:CreateConnection (and "
-        "secretsmanager:CreateSecret) or a policy forbids it.",
-        True,
+        "secretsmanager:CreateSecret) or a policy forbids it."
     ),
     "ThrottlingException": (
-        "AWS throttled the request even after the SDK's standard retries; retry in a minute.",
-        True,
+        "AWS throttled the request even after the SDK's standard retries; retry in a minute."
     ),
-    "InternalException": ("AWS had an internal error; retry later.", True),
-    "ValidationException": ("AWS rejected a parameter of the request.", False),
-    "ResourceNotFoundException": ("The connection does not exist in the account.", False),
+    "InternalException": "AWS had an internal error; retry later.",
+    "ValidationException": "AWS rejected a parameter of the request.",
+    "ResourceNotFoundException": "The connection does not exist in the account.",
 }
 
 _lock = threading.Lock()
@@ -88,10 +83,8 @@ def translate(exc: Exception) -> EventBridgeError:
     """Turn an SDK error into a message that names what happened, never what was sent."""
     if isinstance(exc, botocore.exceptions.ClientError):
         code = exc.response.get("Error", {}).get("Code", "Unknown")
-        message, retryable = _MESSAGES.get(
-            code, (f"AWS refused the request ({code}).", code.endswith("Exception"))
-        )
-        return EventBridgeError(message, code=code, retryable=retryable)
+        message = _MESSAGES.get(code, f"AWS refused the request ({code}).")
+        return EventBridgeError(message, code=code)
     if isinstance(exc, botocore.exceptions.ParamValidationError):
         # botocore's report names parameters and rules, but can quote values: keep it out.
         return EventBridgeError(
@@ -106,7 +99,6 @@ def translate(exc: Exception) -> EventBridgeError:
             "The EventBridge endpoint timed out; whether the call took effect is checked "
             "with describe_connection on retry.",
             code="Timeout",
-            retryable=True,
         )
     if isinstance(
         exc, botocore.exceptions.EndpointConnectionError | botocore.exceptions.ConnectionClosedError
@@ -114,17 +106,12 @@ def translate(exc: Exception) -> EventBridgeError:
         return EventBridgeError(
             "The EventBridge endpoint could not be reached; check the network and the region.",
             code="EndpointUnreachable",
-            retryable=True,
         )
     if isinstance(
         exc, botocore.exceptions.NoCredentialsError | botocore.exceptions.PartialCredentialsError
     ):
-        return EventBridgeError(
-            "No AWS credentials were found for the app.", code="NoCredentials", retryable=True
-        )
-    return EventBridgeError(
-        "The AWS SDK failed unexpectedly; see the server log.", code="SdkError", retryable=True
-    )
+        return EventBridgeError("No AWS credentials were found for the app.", code="NoCredentials")
+    return EventBridgeError("The AWS SDK failed unexpectedly; see the server log.", code="SdkError")
 
 
 _SDK_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
-from django.db.models import Q
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
@@ -54,14 +53,20 @@ def document_problems(
     if isinstance(name, str) and not any(i.path == "Name" for i in issues):
         issues += _name_problems(name, exclude)
     bad_paths = {i.path for i in issues}
+    checked: dict[str, vault.VaultError | None] = {}  # one Vault read per distinct reference
     for path, leaf in doc.secret_leaves(document):
         where = doc.path_text(path)
         if where in bad_paths:
             continue
-        try:
-            vault.check(doc.to_vault_reference(leaf))
-        except vault.VaultError as exc:
-            issues.append(doc.Issue(where, exc.code, exc.message))
+        text = doc.reference_text(leaf)
+        if text not in checked:
+            try:
+                vault.check(doc.to_vault_reference(leaf))
+                checked[text] = None
+            except vault.VaultError as exc:
+                checked[text] = exc
+        if checked[text] is not None:
+            issues.append(doc.Issue(where, checked[text].code, checked[text].message))
     return issues
 
 
@@ -318,14 +323,14 @@ def _claim(request, approver, *, comment: str, seen_hash: str, retry: bool) -> C
         )
         if request.status != R.FAILED and not stale:
             raise ActionRefused(_busy_message(request), code="not_retryable")
-        allowed = Q(status=request.status)
-    else:
-        if request.status != R.PENDING:
-            raise ActionRefused(_busy_message(request), code="not_pending")
-        allowed = Q(status=R.PENDING)
+    elif request.status != R.PENDING:
+        raise ActionRefused(_busy_message(request), code="not_pending")
     # Compare-and-set: of two approvers (or clicks) racing here, exactly one row changes.
     changed = R.objects.filter(
-        allowed, pk=request.pk, document_hash=seen_hash, submit_attempts=request.submit_attempts
+        pk=request.pk,
+        status=request.status,
+        document_hash=seen_hash,
+        submit_attempts=request.submit_attempts,
     ).update(
         status=R.SUBMITTING,
         submit_started_at=now,

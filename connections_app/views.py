@@ -130,7 +130,7 @@ def _request_form(request, obj: ConnectionRequest | None):
         request,
         "connections_app/request_form.html",
         {"forms": forms, "form": forms.form, "obj": obj, "checks": checks},
-        status=400 if request.method == "POST" and not checks and forms.has_errors() else 200,
+        status=400 if request.method == "POST" and forms.has_errors() else 200,
     )
 
 
