@@ -1,33 +1,51 @@
-"""`make bench`: figures printed as a table and written to bench-results.json.
+"""`make bench`: figures printed as a table and merged into bench-results.json.
 
-approve_overhead_ratio: median time of an approval through the Django test client (claim, Vault
-reads, create_connection, describe_connection, audit) divided by the median time of the bare
-calls it cannot avoid (hvac reads + create_connection + describe_connection) on the same servers.
+`python -m bench [section ...]` runs the named sections (default: all) against a dev OpenBao, a
+moto server and PostgreSQL (BENCH_DATABASE_URL, default the local `bench` database, created if
+missing). Each section is a module with `run(ctx) -> dict` of figures.
 """
 
+import importlib
 import json
 import os
-import statistics
 import sys
-import tempfile
-import time
-import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parent.parent
-RUNS = int(os.environ.get("BENCH_RUNS", "30"))
+SECTIONS = ("approve",)  # issue 5 adds "audit", issue 6 "load"
+DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/bench"
 
 
-def main() -> None:
+def ensure_database(url: str) -> None:
+    """Create the PostgreSQL database named in `url` when it does not exist yet."""
+    if not url.startswith(("postgres://", "postgresql://")):
+        return
+    import psycopg
+
+    base, _, name = url.rpartition("/")
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def main(argv: list[str]) -> None:
     sys.path.insert(0, str(ROOT))
+    sections = argv or list(SECTIONS)
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        sys.exit(f"unknown bench section(s): {', '.join(sorted(unknown))}; known: {SECTIONS}")
     from connections_app import devstack
 
+    database_url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB)
+    ensure_database(database_url)
     bao = devstack.start_openbao()
     moto = devstack.start_moto()
-    tmp = tempfile.mkdtemp(prefix="bench-")
+    results: dict = {}
     try:
         os.environ.update(
             DJANGO_SETTINGS_MODULE="config.settings_test",
+            DATABASE_URL=database_url,
             VAULT_ADDR=bao.url,
             VAULT_TOKEN=bao.extra["token"],
             AWS_ENDPOINT_URL=moto.url,
@@ -36,8 +54,17 @@ def main() -> None:
             AWS_REGION="us-east-1",
             AWS_DEFAULT_REGION="us-east-1",
         )
-        os.environ.setdefault("DATABASE_URL", f"sqlite:///{tmp}/bench.sqlite3")
-        results = run(bao, moto)
+        import django
+
+        django.setup()
+        from django.conf import settings
+        from django.core.management import call_command
+
+        settings.ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
+        call_command("migrate", verbosity=0)
+        ctx = SimpleNamespace(bao=bao, moto=moto, database_url=database_url, root=ROOT)
+        for name in sections:
+            results.update(importlib.import_module(f"bench.{name}").run(ctx))
     finally:
         bao.stop()
         moto.stop()
@@ -52,106 +79,5 @@ def main() -> None:
     print(f"written to {out.name}")
 
 
-def run(bao, moto) -> dict:
-    import django
-
-    django.setup()
-    import boto3
-    import hvac
-    from django.conf import settings
-    from django.contrib.auth.models import Group, User
-    from django.core.management import call_command
-    from django.test import Client
-    from django.urls import reverse
-
-    from connections_app import devstack, roles, services
-
-    settings.ALLOWED_HOSTS = ["testserver"]
-    call_command("migrate", verbosity=0)
-    token = bao.extra["token"]
-    devstack.bao(bao.url, token, "kv", "put", "secret/bench/partner", "api_key=bench-value-1",
-                 "header=bench-header-2")  # fmt: skip
-    requester, _ = User.objects.get_or_create(username="bench-requester")
-    requester.groups.set([Group.objects.get(name=roles.REQUESTERS)])
-    approver, _ = User.objects.get_or_create(username="bench-approver")
-    approver.groups.set([Group.objects.get(name=roles.APPROVERS)])
-    client = Client()
-    client.force_login(approver)
-
-    def document(name):
-        return {
-            "Name": name,
-            "AuthorizationType": "API_KEY",
-            "AuthParameters": {
-                "ApiKeyAuthParameters": {
-                    "ApiKeyName": "x-api-key",
-                    "ApiKeyValue": {"vault": "secret/bench/partner#api_key", "version": None},
-                },
-                "InvocationHttpParameters": {
-                    "HeaderParameters": [
-                        {
-                            "Key": "X-Token",
-                            "Value": {"vault": "secret/bench/partner#header", "version": None},
-                            "IsValueSecret": True,
-                        }
-                    ]
-                },
-            },
-        }
-
-    vault_client = hvac.Client(url=bao.url, token=token)
-    events = boto3.client("events")
-
-    def raw_once():
-        name = f"raw-{uuid.uuid4().hex[:12]}"
-        start = time.perf_counter()
-        for _ in range(2):  # one read per secret leaf
-            data = vault_client.secrets.kv.v2.read_secret_version(
-                path="bench/partner", mount_point="secret", raise_on_deleted_version=True
-            )["data"]["data"]
-        events.create_connection(
-            Name=name,
-            AuthorizationType="API_KEY",
-            AuthParameters={
-                "ApiKeyAuthParameters": {"ApiKeyName": "x-api-key", "ApiKeyValue": data["api_key"]},
-                "InvocationHttpParameters": {
-                    "HeaderParameters": [
-                        {"Key": "X-Token", "Value": data["header"], "IsValueSecret": True}
-                    ]
-                },
-            },
-        )
-        events.describe_connection(Name=name)
-        return time.perf_counter() - start
-
-    def app_once():
-        request = services.request_create(
-            requester=requester, document=document(f"app-{uuid.uuid4().hex[:12]}")
-        )
-        url = reverse("request_approve", args=[request.pk])
-        start = time.perf_counter()
-        response = client.post(url, {"document_hash": request.document_hash})
-        elapsed = time.perf_counter() - start
-        request.refresh_from_db()
-        assert response.status_code == 302 and request.status == "created", request.error_message
-        return elapsed
-
-    for _ in range(3):  # warm up connections and caches on both sides
-        raw_once()
-        app_once()
-    raw, app = [], []
-    for _ in range(RUNS):  # interleaved, so machine noise hits both alike
-        raw.append(raw_once())
-        app.append(app_once())
-    raw_ms = statistics.median(raw) * 1000
-    app_ms = statistics.median(app) * 1000
-    return {
-        "approve_app_median_ms": round(app_ms, 2),
-        "approve_raw_median_ms": round(raw_ms, 2),
-        "approve_overhead_ratio": round(app_ms / raw_ms, 3),
-        "approve_runs": RUNS,
-    }
-
-
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
