@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PORT   ?= 8000
 
-.PHONY: install run test lint format bench clean devstack
+.PHONY: install run test lint format bench clean devstack security
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ devstack: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Canary sweep, fault injection and hostile input; the report is printed and kept in
+# security-report.txt.
+security: $(STAMP)
+	$(BIN)/python -m pytest tests/security $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -13,7 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("approve",)  # issue 5 adds "audit", issue 6 "load"
+SECTIONS = ("approve", "load", "audit")
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/bench"
 
 

@@ -1,8 +1,19 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
+
+from connections_app import throttle
+
+# Both sign-in pages count failed attempts (connections_app.throttle).
+admin.site.login_form = throttle.AdminLoginForm
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path(
+        "accounts/login/",
+        auth_views.LoginView.as_view(authentication_form=throttle.LoginForm),
+        name="login",
+    ),
     path("accounts/", include("django.contrib.auth.urls")),
     path("", include("connections_app.urls")),
 ]

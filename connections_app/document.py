@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from django.views.decorators.debug import sensitive_variables
+
 from . import audit, eventbridge, vault
 
 AUTH_SECTIONS = {
@@ -228,7 +230,13 @@ def _walk(shape, value, path: str, issues: list[Issue], secret: bool) -> None:
         if not isinstance(value, str):
             issues.append(Issue(path, "invalid", f"{label} must be text."))
             return
+        found = len(issues)
         _check_string(shape, value, path, issues)
+        # Fields without a pattern take anything, but PostgreSQL's jsonb cannot store NUL.
+        if len(issues) == found and "\x00" in value:
+            issues.append(
+                Issue(path, "null_characters_not_allowed", f"{label} may not contain NUL.")
+            )
 
 
 def _reference_problem(leaf: dict) -> tuple[str, str] | None:
@@ -266,7 +274,8 @@ def validate(document: dict) -> list[Issue]:
 
     auth_type = document.get("AuthorizationType")
     auth = document.get("AuthParameters")
-    if isinstance(auth, dict) and auth_type in AUTH_SECTIONS:
+    # A non-string type (a dict, say) is already an issue above, and is unhashable here.
+    if isinstance(auth, dict) and isinstance(auth_type, str) and auth_type in AUTH_SECTIONS:
         wanted = AUTH_SECTIONS[auth_type]
         if wanted not in auth:
             issues.append(
@@ -341,25 +350,27 @@ def estimated_size(document: dict) -> int:
 # Resolution and redaction
 
 
+@sensitive_variables()  # the payload, filled with values
 def resolve(
-    document: dict, read: Callable[[vault.Reference], vault.Resolution], *, marker: str = ""
+    document: dict,
+    read_all: Callable[[list[vault.Reference]], dict[vault.Reference, vault.Resolution]],
+    *,
+    marker: str = "",
 ) -> tuple[dict, dict[tuple, vault.Resolution]]:
     """The create_connection kwargs with real values: in memory, for one call only."""
     payload = copy.deepcopy(document)
-    resolutions: dict[tuple, vault.Resolution] = {}
-    cache: dict[str, vault.Resolution] = {}
-    for path, leaf in list(secret_leaves(document)):
-        text = reference_text(leaf)
-        if text not in cache:
-            cache[text] = read(to_vault_reference(leaf))
-        resolutions[path] = cache[text]
-        _replace(payload, path, cache[text].value)
+    leaves = [(path, to_vault_reference(leaf)) for path, leaf in secret_leaves(document)]
+    read = read_all(list(dict.fromkeys(ref for _, ref in leaves)))
+    resolutions = {path: read[ref] for path, ref in leaves}
+    for path, resolution in resolutions.items():
+        _replace(payload, path, resolution.value)
     if marker:
         description = payload.get("Description", "")
         payload["Description"] = f"{description} {marker}".strip()
     return payload, resolutions
 
 
+@sensitive_variables()  # fingerprinting holds each value
 def redact(document: dict, resolutions: dict[tuple, vault.Resolution] | None = None) -> dict:
     """The audit copy: each secret leaf as reference, version read and keyed fingerprint."""
     copy_ = copy.deepcopy(document)
@@ -380,6 +391,7 @@ def _shape_at(path: tuple):
     return shape
 
 
+@sensitive_variables()
 def check_values(payload: dict, resolutions: dict[tuple, vault.Resolution]) -> list[str]:
     """Resolved values against the model's rules; messages name the reference, never the value."""
     problems = []

@@ -7,6 +7,7 @@ boto3 finds credentials through its normal chain and the endpoint through AWS_EN
 from __future__ import annotations
 
 import functools
+import logging
 import random
 import threading
 import time
@@ -16,6 +17,7 @@ import botocore.exceptions
 import botocore.session
 from botocore.config import Config
 from django.conf import settings
+from django.views.decorators.debug import sensitive_variables
 
 
 class EventBridgeError(Exception):
@@ -50,6 +52,34 @@ _MESSAGES = {
 
 _lock = threading.Lock()
 _session_clients: dict[str, object] = {}
+
+
+class _WithholdBodies(logging.Filter):
+    """botocore logs whole request and response bodies at DEBUG, and they carry secret values.
+
+    The records stay (operation, URL, headers, status), only the bodies are withheld, so that
+    DEBUG logging stays safe to turn on in production.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_withhold(arg) for arg in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {key: _withhold(arg) for key, arg in record.args.items()}
+        return True
+
+
+def _withhold(arg):
+    if isinstance(arg, bytes | bytearray | memoryview):  # parsers: "Response body: %r"
+        return f"<{len(arg)} bytes withheld>"
+    if isinstance(arg, dict) and "body" in arg:  # endpoint: "Making request ... params: %s"
+        return {**arg, "body": "<withheld>"}
+    return arg
+
+
+# Logger filters see only records logged on that very logger: name each one that logs bodies.
+for _name in ("botocore.endpoint", "botocore.parsers"):
+    logging.getLogger(_name).addFilter(_WithholdBodies())
 
 
 def _client(service: str, *, retries: bool = True):
@@ -117,6 +147,8 @@ def translate(exc: Exception) -> EventBridgeError:
 _SDK_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
 
 
+# All locals, and so every botocore frame below (api_params, request_dict) in an error report.
+@sensitive_variables()
 def create_connection(payload: dict) -> dict:
     """events.create_connection(**payload); the payload holds secret values: never log it.
 

@@ -179,3 +179,80 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise AppendOnlyError("Audit events cannot be deleted.")
+
+
+class AuditCheckpoint(models.Model):
+    """A position up to which verify_audit_chain found the whole chain intact (append-only).
+
+    The event page verifies from the nearest checkpoint instead of from the first event.
+    """
+
+    seq = models.BigIntegerField(unique=True)
+    hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = AuditEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-seq"]
+
+    def __str__(self) -> str:
+        return f"chain intact up to {self.seq}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise AppendOnlyError("Audit checkpoints cannot be changed.")
+        kwargs["force_insert"] = True
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AppendOnlyError("Audit checkpoints cannot be deleted.")
+
+
+class AuditSecretUse(models.Model):
+    """Index of the fingerprinted secret leaves in events, to find a value's other uses.
+
+    Derived from the events' data (which alone is hashed), so it can always be rebuilt.
+    """
+
+    event = models.ForeignKey(
+        AuditEvent,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,  # looked up by fingerprint or reference only
+        related_name="secret_uses",
+    )
+    path = models.CharField(max_length=300)
+    reference = models.CharField(max_length=1024)
+    version = models.IntegerField(null=True, blank=True)
+    fingerprint = models.CharField(max_length=80)
+
+    class Meta:
+        ordering = ["-event_id"]
+        indexes = [
+            models.Index(fields=["fingerprint", "event"]),
+            models.Index(fields=["reference", "event"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.event_id} {self.path}"
+
+
+class LoginFailure(models.Model):
+    """One failed sign-in, kept for the throttle window (connections_app.throttle).
+
+    The username is stored as a keyed digest: people type passwords into the username field.
+    """
+
+    username_digest = models.CharField(max_length=64)
+    address = models.CharField(max_length=45, blank=True)
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["username_digest", "created_at"], name="login_failure_user_idx"),
+            models.Index(fields=["address", "created_at"], name="login_failure_address_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"failed sign-in at {self.created_at:%Y-%m-%d %H:%M:%S}"

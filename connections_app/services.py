@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -47,17 +48,13 @@ def reference_check(text: str) -> vault.SecretInfo:
 def document_problems(
     document: dict, *, exclude: ConnectionRequest | None = None
 ) -> list[doc.Issue]:
-    """Model validation, then name in use (here and in AWS), then every Vault reference."""
+    """Model validation; only a document valid on its own costs AWS and Vault checks."""
     issues = doc.validate(document)
-    name = document.get("Name")
-    if isinstance(name, str) and not any(i.path == "Name" for i in issues):
-        issues += _name_problems(name, exclude)
-    bad_paths = {i.path for i in issues}
+    if issues:  # hostile or broken input is refused without calling anyone
+        return issues
+    issues = _name_problems(document["Name"], exclude)
     checked: dict[str, vault.VaultError | None] = {}  # one Vault read per distinct reference
     for path, leaf in doc.secret_leaves(document):
-        where = doc.path_text(path)
-        if where in bad_paths:
-            continue
         text = doc.reference_text(leaf)
         if text not in checked:
             try:
@@ -66,6 +63,7 @@ def document_problems(
             except vault.VaultError as exc:
                 checked[text] = exc
         if checked[text] is not None:
+            where = doc.path_text(path)
             issues.append(doc.Issue(where, checked[text].code, checked[text].message))
     return issues
 
@@ -293,71 +291,120 @@ def request_approve(
     *, request: ConnectionRequest, approver, comment: str = "", seen_hash: str
 ) -> ConnectionRequest:
     """Approve and submit: at most one create_connection per request, whoever clicks how often."""
-    _expire_now(request)
-    claimed = _claim(request, approver, comment=comment, seen_hash=seen_hash, retry=False)
-    return _submit(claimed, approver)
+    _check_approver(request, approver)
+    reading = None
+    if request.status == R.PENDING and seen_hash == request.document_hash:
+        # Vault is read while the claim commits (reads are side-effect free); if the claim is
+        # refused, the values are dropped unused.
+        reading = _background.submit(_resolve, request)
+    try:
+        claimed = _claim(request, approver, comment=comment, seen_hash=seen_hash, retry=False)
+    except ActionRefused:
+        if reading is not None:
+            reading.cancel() or reading.exception()  # wait, so no value outlives the call
+        raise
+    return _submit(claimed, approver, reading)
 
 
 def request_retry(*, request: ConnectionRequest, approver, seen_hash: str) -> ConnectionRequest:
     """Submit a failed request again (or one whose response was lost), reconciling first."""
     claimed = _claim(request, approver, comment="", seen_hash=seen_hash, retry=True)
-    return _submit(claimed, approver)
+    return _submit(claimed, approver, None)
 
 
-@transaction.atomic
+_background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="approve")
+
+
+@sensitive_variables()
+def _resolve(request: ConnectionRequest):
+    return doc.resolve(request.document, vault.read_all, marker=request.marker)
+
+
 def _claim(request, approver, *, comment: str, seen_hash: str, retry: bool) -> ConnectionRequest:
-    request = R.objects.select_for_update().get(pk=request.pk)
+    """Set `submitting` with one compare-and-set UPDATE; of racing clicks exactly one wins."""
     _check_approver(request, approver)
-    _refuse_if_expired(request)
-    if seen_hash != request.document_hash:
-        raise ActionRefused(
-            "The request changed after you opened it; review the new version before approving.",
-            code="document_changed",
-        )
     now = timezone.now()
-    if retry:
-        stale = (
-            request.status == R.SUBMITTING
-            and request.submit_started_at is not None
-            and request.submit_started_at <= now - settings.SUBMIT_STALE_AFTER
+    fields = {
+        "status": R.SUBMITTING,
+        "submit_started_at": now,
+        "submit_attempts": request.submit_attempts + 1,
+        "decided_by": request.decided_by or approver,
+        "decided_at": request.decided_at or now,
+        "decision_comment": request.decision_comment if retry else (comment or "").strip(),
+        "approved_hash": seen_hash,
+        "error_code": "",
+        "error_message": "",
+        "updated_at": now,
+    }
+    expected = R.FAILED if retry else R.PENDING
+    if request.status == expected and request.document_hash == seen_hash:
+        live = R.objects.filter(
+            pk=request.pk,
+            status=expected,
+            document_hash=seen_hash,
+            submit_attempts=request.submit_attempts,
         )
-        if request.status != R.FAILED and not stale:
-            raise ActionRefused(_busy_message(request), code="not_retryable")
-    elif request.status != R.PENDING:
-        raise ActionRefused(_busy_message(request), code="not_pending")
-    # Compare-and-set: of two approvers (or clicks) racing here, exactly one row changes.
-    changed = R.objects.filter(
-        pk=request.pk,
-        status=request.status,
-        document_hash=seen_hash,
-        submit_attempts=request.submit_attempts,
-    ).update(
-        status=R.SUBMITTING,
-        submit_started_at=now,
-        submit_attempts=request.submit_attempts + 1,
-        decided_by=request.decided_by or approver,
-        decided_at=request.decided_at or now,
-        decision_comment=request.decision_comment if retry else (comment or "").strip(),
-        approved_hash=seen_hash,
-        error_code="",
-        error_message="",
-        updated_at=now,
-    )
-    if changed != 1:
-        raise ActionRefused(_busy_message(request), code="not_pending")
-    request.refresh_from_db()
+        if not retry:
+            live = live.filter(expires_at__gt=now)
+        with transaction.atomic():
+            if live.update(**fields) == 1:
+                for name, value in fields.items():
+                    setattr(request, name, value)
+                _record_claim(request, approver, retry)
+                return request
+    return _claim_locked(request, approver, comment=comment, seen_hash=seen_hash, retry=retry)
+
+
+def _claim_locked(request, approver, *, comment: str, seen_hash: str, retry: bool):
+    """The quick compare-and-set missed (stale page, expiry, takeover): decide under the lock."""
+    with transaction.atomic():
+        _expire_if_due(R.objects.select_for_update().get(pk=request.pk))  # kept if refused
+    with transaction.atomic():
+        request = R.objects.select_for_update().get(pk=request.pk)
+        _check_approver(request, approver)
+        _refuse_if_expired(request)
+        if seen_hash != request.document_hash:
+            raise ActionRefused(
+                "The request changed after you opened it; review the new version before approving.",
+                code="document_changed",
+            )
+        now = timezone.now()
+        if retry:
+            stale = (
+                request.status == R.SUBMITTING
+                and request.submit_started_at is not None
+                and request.submit_started_at <= now - settings.SUBMIT_STALE_AFTER
+            )
+            if request.status != R.FAILED and not stale:
+                raise ActionRefused(_busy_message(request), code="not_retryable")
+        elif request.status != R.PENDING:
+            raise ActionRefused(_busy_message(request), code="not_pending")
+        request.status = R.SUBMITTING
+        request.submit_started_at = now
+        request.submit_attempts += 1
+        request.decided_by = request.decided_by or approver
+        request.decided_at = request.decided_at or now
+        if not retry:
+            request.decision_comment = (comment or "").strip()
+        request.approved_hash = seen_hash
+        request.error_code = request.error_message = ""
+        request.save()
+        _record_claim(request, approver, retry)
+        return request
+
+
+def _record_claim(request: ConnectionRequest, approver, retry: bool) -> None:
     audit.record(
         action="connection.request.retry" if retry else "connection.request.approve",
         actor=approver,
         request=request,
         outcome="approved",
         data={
-            "document_hash": seen_hash,
-            "comment": request.decision_comment if not retry else "",
+            "document_hash": request.approved_hash,
+            "comment": "" if retry else request.decision_comment,
             "attempt": request.submit_attempts,
         },
     )
-    return request
 
 
 def _busy_message(request: ConnectionRequest) -> str:
@@ -378,8 +425,8 @@ class _Outcome:
     adopted: bool = False
 
 
-@sensitive_variables("payload")
-def _submit(request: ConnectionRequest, actor) -> ConnectionRequest:
+@sensitive_variables("payload", "reading")
+def _submit(request: ConnectionRequest, actor, reading: Future | None) -> ConnectionRequest:
     """Resolve, call AWS, record. Runs outside any transaction: the row is already claimed."""
     outcome = _Outcome(status=R.FAILED)
     payload = None
@@ -390,9 +437,8 @@ def _submit(request: ConnectionRequest, actor) -> ConnectionRequest:
             if found is not None:
                 outcome = _adopt_or_conflict(request, found)
                 return _finish(request, actor, outcome)
-        payload, outcome.resolutions = doc.resolve(
-            request.document, vault.read, marker=request.marker
-        )
+        payload, outcome.resolutions = reading.result() if reading else _resolve(request)
+        reading = None
         problems = doc.check_values(payload, outcome.resolutions)
         if problems:
             outcome.error_code = "value_invalid"
@@ -417,6 +463,9 @@ def _submit(request: ConnectionRequest, actor) -> ConnectionRequest:
     except eventbridge.EventBridgeError as exc:
         outcome.error_code = exc.code
         outcome.error_message = exc.message
+    finally:
+        if reading is not None:
+            reading.cancel() or reading.exception()
     return _finish(request, actor, outcome)
 
 
@@ -439,41 +488,67 @@ def _adopt_or_conflict(request, found, resolutions=None) -> _Outcome:
     )
 
 
-@transaction.atomic
 def _finish(request: ConnectionRequest, actor, outcome: _Outcome) -> ConnectionRequest:
-    request = R.objects.select_for_update().get(pk=request.pk)
-    if outcome.resolutions:
-        audit.record(
-            action="connection.vault.resolve",
-            actor=actor,
-            request=request,
-            data={
-                "document": doc.redact(request.document, outcome.resolutions),
-                "document_hash": request.document_hash,
-            },
-        )
+    """Store the outcome and its audit events in one transaction."""
+    attempt = request.submit_attempts
     request.status = outcome.status
     request.error_code = outcome.error_code
     request.error_message = outcome.error_message
     if outcome.connection:
         _apply_connection(request, outcome.connection)
-    request.save()
+    request.updated_at = timezone.now()
+    events = []
+    if outcome.resolutions:
+        events.append(
+            dict(
+                action="connection.vault.resolve",
+                actor=actor,
+                request=request,
+                data={
+                    "document": doc.redact(request.document, outcome.resolutions),
+                    "document_hash": request.document_hash,
+                },
+            )
+        )
     if outcome.status == R.CREATED:
-        audit.record(
-            action="connection.create.adopt" if outcome.adopted else "connection.create.success",
-            actor=actor,
-            request=request,
-            data=_connection_data(request),
+        action = "connection.create.adopt" if outcome.adopted else "connection.create.success"
+        events.append(
+            dict(action=action, actor=actor, request=request, data=_connection_data(request))
         )
     else:
-        audit.record(
-            action="connection.create.failure",
-            actor=actor,
-            request=request,
-            outcome="failure",
-            data={"error_code": outcome.error_code, "error": outcome.error_message},
+        events.append(
+            dict(
+                action="connection.create.failure",
+                actor=actor,
+                request=request,
+                outcome="failure",
+                data={"error_code": outcome.error_code, "error": outcome.error_message},
+            )
         )
+    with transaction.atomic():
+        # Only the attempt that claimed the row writes its result; a takeover after a lost
+        # response (a later attempt) owns the row from then on, but every step is recorded.
+        R.objects.filter(pk=request.pk, status=R.SUBMITTING, submit_attempts=attempt).update(
+            **{name: getattr(request, name) for name in _RESULT_FIELDS}
+        )
+        audit.append(events)
     return request
+
+
+_RESULT_FIELDS = (
+    "status",
+    "error_code",
+    "error_message",
+    "connection_arn",
+    "connection_state",
+    "state_reason",
+    "secret_arn",
+    "connection_created_at",
+    "connection_modified_at",
+    "last_authorized_at",
+    "state_checked_at",
+    "updated_at",
+)
 
 
 def _apply_connection(request: ConnectionRequest, found: dict) -> None:

@@ -20,4 +20,7 @@ urlpatterns = [
     path("connections/<int:pk>/refresh/", views.connection_refresh, name="connection_refresh"),
     path("audit/", views.audit_list, name="audit_list"),
     path("audit/<int:pk>/", views.audit_detail, name="audit_detail"),
+    path("audit/export.csv", views.audit_export, {"fmt": "csv"}, name="audit_export_csv"),
+    path("audit/export.jsonl", views.audit_export, {"fmt": "jsonl"}, name="audit_export_jsonl"),
+    path("audit/secrets/", views.audit_secret_uses, name="audit_secret_uses"),
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import hvac
 import hvac.exceptions
 import requests
 from django.conf import settings
+from django.views.decorators.debug import sensitive_variables
 
 
 class VaultError(Exception):
@@ -174,6 +176,7 @@ class _Client:
             timeout=settings.VAULT_TIMEOUT,
         )
 
+    @sensitive_variables()  # the JWT, the login answer and hvac's frames (secret_id) below
     def _login(self) -> hvac.Client:
         client = self._new()
         method = self.auth_method
@@ -325,60 +328,124 @@ def _lookup_mount(path: str) -> tuple[str, int]:
     return data["path"].rstrip("/"), version
 
 
-def read(ref: Reference) -> Resolution:
-    """Read one referenced value (KV v1 or v2)."""
-    mount, kv_version = _mount_for(ref.path)
-    relative = ref.path[len(mount) :].lstrip("/")
+@dataclass(frozen=True)
+class _Secret:
+    """One version of one secret as read: every key's value, for one call only."""
+
+    path: str
+    mount: str
+    kv_version: int
+    data: dict | None
+    metadata: dict
+
+    def __repr__(self) -> str:  # keeps the values out of tracebacks and debug output
+        return f"_Secret({self.path}, kv={self.kv_version})"
+
+
+@sensitive_variables()  # the secret's values, and the token in the hvac frames below
+def _fetch(path: str, version: int | None) -> _Secret:
+    """GET one secret (KV v1 or v2); errors name the path, never a value."""
+    mount, kv_version = _mount_for(path)
+    relative = path[len(mount) :].lstrip("/")
     if not relative:
         raise InvalidReference("Name a secret inside the mount, not the mount itself.")
     if kv_version == 1:
-        if ref.version is not None:
+        if version is not None:
             raise InvalidReference(
-                f"“{mount}/” is a KV v1 mount, which keeps no versions: drop “@{ref.version}”.",
+                f"“{mount}/” is a KV v1 mount, which keeps no versions: drop “@{version}”.",
                 code="no_versions",
             )
         status, body = _get(f"{mount}/{relative}")
         secret = body.get("data") if status == 200 else None
         metadata: dict = {}
     else:
-        query = f"?version={ref.version}" if ref.version else ""
+        query = f"?version={version}" if version else ""
         status, body = _get(f"{mount}/data/{relative}{query}")
-        data = body.get("data") or {}
-        metadata = data.get("metadata") or {}
+        data = _mapping(body.get("data"), path)
+        metadata = _mapping(data.get("metadata"), path)
         secret = data.get("data") if status == 200 else None
         # Only a version without data is gone: with delete_version_after configured, a live
         # version carries its future deletion_time too.
         if secret is None and metadata.get("destroyed"):
             raise SecretNotFound(
-                f"Version {metadata.get('version')} of {ref.path} has been destroyed.",
+                f"Version {metadata.get('version')} of {path} has been destroyed.",
                 code="version_destroyed",
             )
         if secret is None and metadata.get("deletion_time"):
             raise SecretNotFound(
-                f"Version {metadata.get('version')} of {ref.path} has been deleted.",
+                f"Version {metadata.get('version')} of {path} has been deleted.",
                 code="version_deleted",
             )
     if secret is None:
-        if ref.version is not None:
-            raise SecretNotFound(
-                f"{ref.path} has no version {ref.version}.", code="version_not_found"
-            )
-        raise SecretNotFound(f"No secret exists at {ref.path}.")
-    if ref.key not in secret:
+        if version is not None:
+            raise SecretNotFound(f"{path} has no version {version}.", code="version_not_found")
+        raise SecretNotFound(f"No secret exists at {path}.")
+    if not isinstance(secret, dict):
+        raise _not_kv(path)
+    return _Secret(path, mount, kv_version, secret, metadata)
+
+
+def _mapping(value, path: str) -> dict:
+    """A part of a KV answer that must be an object (absent: empty)."""
+    if not value:
+        return {}
+    if not isinstance(value, dict):
+        raise _not_kv(path)
+    return value
+
+
+def _not_kv(path: str) -> VaultError:
+    # Something else answered (a proxy, another engine): a clear failure, not a crash.
+    return VaultError(
+        f"Vault's answer for {path} is not a KV secret; check the mount and anything in front "
+        "of Vault.",
+        code="unexpected_answer",
+    )
+
+
+@sensitive_variables()
+def _pick(ref: Reference, secret: _Secret) -> Resolution:
+    if ref.key not in secret.data:
         raise SecretNotFound(
             f"The secret at {ref.path} has no key “{ref.key}”.", code="key_missing"
         )
-    value = secret[ref.key]
+    value = secret.data[ref.key]
     if not isinstance(value, str):
         raise VaultError(f"The value of “{ref.key}” is not a string.", code="not_a_string")
+    v2 = secret.kv_version == 2
     info = SecretInfo(
         reference=ref,
-        mount=mount,
-        kv_version=kv_version,
-        version=metadata.get("version") if kv_version == 2 else None,
-        updated=metadata.get("created_time") if kv_version == 2 else None,
+        mount=secret.mount,
+        kv_version=secret.kv_version,
+        version=secret.metadata.get("version") if v2 else None,
+        updated=secret.metadata.get("created_time") if v2 else None,
     )
     return Resolution(info=info, value=value)
+
+
+def read(ref: Reference) -> Resolution:
+    """Read one referenced value (KV v1 or v2)."""
+    return _pick(ref, _fetch(ref.path, ref.version))
+
+
+_readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="vault-read")
+
+
+@sensitive_variables()
+def read_all(refs: list[Reference]) -> dict[Reference, Resolution]:
+    """Read many references: each secret version once, different secrets in parallel."""
+    groups: dict[tuple[str, int | None], list[Reference]] = {}
+    for ref in refs:
+        groups.setdefault((ref.path, ref.version), []).append(ref)
+    if len(groups) > 1:
+        secrets = list(_readers.map(lambda key: _fetch(*key), groups))
+    else:
+        secrets = [_fetch(*key) for key in groups]
+    return {
+        ref: _pick(ref, secret)
+        for refs_, secret in zip(groups.values(), secrets, strict=True)
+        for ref in refs_
+    }
 
 
 def check(ref: Reference) -> SecretInfo:

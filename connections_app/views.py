@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
+import logging
+from urllib.parse import urlencode
+
+from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
 from django.core.exceptions import PermissionDenied
-from django.db import connection
-from django.http import Http404, JsonResponse
+from django.db import DatabaseError, connection
+from django.http import Http404, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_POST
 
@@ -19,6 +25,7 @@ from .models import AuditEvent, ConnectionRequest
 from .roles import CAN_APPROVE, CAN_AUDIT, CAN_REQUEST
 
 R = ConnectionRequest
+log = logging.getLogger(__name__)
 
 
 def forbidden(request, exception=None):
@@ -182,6 +189,14 @@ def _act(request, pk, action):
         messages.success(request, message)
     except services.ActionRefused as exc:
         messages.error(request, exc.message)
+    except DatabaseError:
+        log.exception("Database error during %s", request.path)
+        messages.error(
+            request,
+            "The database connection was lost before the result was recorded. Nothing is lost: "
+            "once the request shows as retryable, Retry checks AWS first and never creates a "
+            "second connection.",
+        )
     return redirect("request_detail", pk=pk)
 
 
@@ -279,26 +294,148 @@ def connection_refresh(request, pk):
 # Audit
 
 
+class AuditFilterForm(forms.Form):
+    """The audit log's filters (exact matches, whole UTC days) and its keyset cursor.
+
+    audit_list.html writes the inputs out itself: widgets rendered through templates cost more
+    than the whole table of events.
+    """
+
+    actor = forms.CharField(required=False, max_length=150)
+    action = forms.CharField(required=False, max_length=64)
+    connection = forms.CharField(required=False, max_length=64)
+    outcome = forms.ChoiceField(
+        required=False, choices=[("", "any"), *zip(audit.OUTCOMES, audit.OUTCOMES, strict=True)]
+    )
+    arn = forms.CharField(required=False, max_length=1600)
+    since = forms.DateField(required=False)
+    until = forms.DateField(required=False)
+    before = forms.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
+    after = forms.IntegerField(required=False, min_value=0, max_value=2**63 - 1)
+
+    FILTERS = {
+        "actor": "actor_username",
+        "action": "action",
+        "connection": "connection_name",
+        "outcome": "outcome",
+        "arn": "arn",
+        "since": "since",
+        "until": "until",
+    }
+
+    def clean(self):
+        data = super().clean()
+        if data.get("since") and data.get("until") and data["since"] > data["until"]:
+            self.add_error("until", "The last day comes before the first.")
+        if data.get("before") is not None and data.get("after") is not None:
+            raise forms.ValidationError("A page link has either “before” or “after”, not both.")
+        return data
+
+    def filters(self) -> dict:
+        return {
+            arg: self.cleaned_data[f] for f, arg in self.FILTERS.items() if self.cleaned_data[f]
+        }
+
+    def query(self) -> str:
+        """The filters as a query string (no cursor), for page and export links."""
+        return urlencode({f: self.data[f] for f in self.FILTERS if self.data.get(f)})
+
+
+def _list_context(form: AuditFilterForm) -> dict:
+    context = {"form": form, "actions": audit.ACTIONS, "outcomes": audit.OUTCOMES}
+    if form.errors:
+        context["errors"] = form.errors
+        context["cursor_errors"] = [
+            f"This page link is not valid ({name}: {' '.join(form.errors[name])}) Start again "
+            "from the newest events."
+            for name in ("before", "after")
+            if name in form.errors
+        ]
+    return context
+
+
 @login_required
 @permission_required(CAN_AUDIT, raise_exception=True)
 def audit_list(request):
-    events = AuditEvent.objects.all()
-    before = request.GET.get("before")
-    if before and before.isdigit():
-        events = events.filter(id__lt=int(before))
-    page = list(events.order_by("-id")[:50])
-    older = page[-1].id if len(page) == 50 else None
-    return render(request, "connections_app/audit_list.html", {"events": page, "older": older})
+    form = AuditFilterForm(request.GET)
+    context = _list_context(form)
+    if not form.is_valid():
+        return render(request, "connections_app/audit_list.html", context, status=400)
+    cursor = form.cleaned_data
+    events = audit.events_filtered(**form.filters())
+    context["page"] = audit.page_of(events, before=cursor["before"], after=cursor["after"])
+    context["query"] = form.query()
+    context["paged"] = cursor["before"] is not None or cursor["after"] is not None
+    return render(request, "connections_app/audit_list.html", context)
+
+
+@login_required
+@permission_required(CAN_AUDIT, raise_exception=True)
+def audit_export(request, fmt):
+    """The current filter's events, newest first, streamed in constant memory."""
+    form = AuditFilterForm(request.GET)
+    if not form.is_valid():
+        return render(request, "connections_app/audit_list.html", _list_context(form), status=400)
+    chunks = audit.export_chunks(audit.events_filtered(**form.filters()))
+    if fmt == "jsonl":
+        body = (audit.jsonl_lines(rows) for rows in chunks)
+        content_type = "application/jsonl; charset=utf-8"
+    else:
+        body = itertools.chain([audit.CSV_HEADER], (audit.csv_lines(rows) for rows in chunks))
+        content_type = "text/csv; charset=utf-8"
+    response = StreamingHttpResponse(body, content_type=content_type)
+    stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
+    response["Content-Disposition"] = f'attachment; filename="audit-{stamp}.{fmt}"'
+    return response
 
 
 @login_required
 @permission_required(CAN_AUDIT, raise_exception=True)
 def audit_detail(request, pk):
     event = get_object_or_404(AuditEvent, pk=pk)
+    review = audit.event_review(event, verify_all=request.GET.get("verify") == "all")
+    return render(request, "connections_app/audit_detail.html", {"event": event, **review})
+
+
+class SecretUseForm(forms.Form):
+    fingerprint = forms.RegexField(
+        required=False,
+        regex=r"^hmac-sha256:[0-9a-f]{64}$",
+        error_messages={"invalid": "A fingerprint is hmac-sha256: and 64 hex digits."},
+    )
+    reference = forms.CharField(required=False, max_length=1024)
+    before = forms.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
+
+    def clean(self):
+        data = super().clean()
+        if not self.errors and bool(data.get("fingerprint")) == bool(data.get("reference")):
+            raise forms.ValidationError("Give either a fingerprint or a Vault reference.")
+        return data
+
+
+@login_required
+@permission_required(CAN_AUDIT, raise_exception=True)
+def audit_secret_uses(request):
+    """Where one secret value (fingerprint) was used, or how one reference's value changed."""
+    form = SecretUseForm(request.GET)
+    if not form.is_valid():
+        return render(request, "connections_app/audit_secret_uses.html", {"form": form}, status=400)
+    data = form.cleaned_data
+    rows, older = audit.secret_uses_page(
+        fingerprint=data["fingerprint"], reference=data["reference"], before=data["before"]
+    )
+    key = "fingerprint" if data["fingerprint"] else "reference"
     return render(
         request,
-        "connections_app/audit_detail.html",
-        {"event": event, "data": audit.parsed(event)},
+        "connections_app/audit_secret_uses.html",
+        {
+            "form": form,
+            "rows": rows,
+            "older": older,
+            "key": key,
+            "value": data[key],
+            "query": urlencode({key: data[key]}),
+        },
     )
 
 

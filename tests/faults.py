@@ -21,6 +21,8 @@ class FaultProxy:
         self.upstream = urlsplit(upstream)
         self.rules: list = []
         self.seen: list[tuple[str, str, str]] = []  # (method, path, X-Amz-Target)
+        self._busy = 0  # requests being handled (a delayed one may outlive its caller)
+        self._idle = threading.Condition()
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -30,6 +32,16 @@ class FaultProxy:
                 pass
 
             def _handle(self):
+                with proxy._idle:
+                    proxy._busy += 1
+                try:
+                    self._forward()
+                finally:
+                    with proxy._idle:
+                        proxy._busy -= 1
+                        proxy._idle.notify_all()
+
+            def _forward(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 target = self.headers.get("X-Amz-Target", "")
@@ -90,9 +102,38 @@ class FaultProxy:
     def targets(self, name: str) -> int:
         return sum(1 for _, _, target in self.seen if target.endswith(f".{name}"))
 
+    def wait_idle(self, timeout: float = 30) -> None:
+        """Wait until every request has been answered (or dropped), delayed ones included."""
+        with self._idle:
+            if not self._idle.wait_for(lambda: self._busy == 0, timeout):
+                raise TimeoutError("the proxy is still handling a request")
 
-def aws_target(name: str, action: tuple, *, times: int | None = None):
-    """A rule applying `action` to the AWS JSON operation `name` (at most `times` times)."""
+
+def path_rule(fragment: str, action: tuple | None, *, times: int | None = None, then=None):
+    """A rule for requests whose path contains `fragment` (Vault: "/v1/secret/data/").
+
+    `then(method, path)` runs first when given, so a test can act at that exact moment
+    (revoke a token, kill a database session) and still let the request through.
+    """
+    left = [times]
+
+    def rule(method, path, headers):
+        if fragment not in path or (left[0] is not None and left[0] <= 0):
+            return None
+        if left[0] is not None:
+            left[0] -= 1
+        if then is not None:
+            then(method, path)
+        return action
+
+    return rule
+
+
+def aws_target(name: str, action: tuple | None, *, times: int | None = None, then=None):
+    """A rule applying `action` to the AWS JSON operation `name` (at most `times` times).
+
+    `then(method, path)` runs first when given (see path_rule); action None lets it through.
+    """
     left = [times]
 
     def rule(method, path, headers):
@@ -102,6 +143,8 @@ def aws_target(name: str, action: tuple, *, times: int | None = None):
             if left[0] <= 0:
                 return None
             left[0] -= 1
+        if then is not None:
+            then(method, path)
         return action
 
     return rule

@@ -207,6 +207,7 @@ def test_botocore_param_validation(pending, approver):
     # parameter validation refuses it before anything is sent, and the message quotes nothing.
     document = dict(pending.document, Name="")
     R.objects.filter(pk=pending.pk).update(document=document)
+    pending.refresh_from_db()  # as the view loads it
     failed = services.request_approve(
         request=pending, approver=approver, seen_hash=pending.document_hash
     )

@@ -703,7 +703,7 @@ def test_document_hash_changes_with_list_order():
 
 
 def fake_reader(values: dict[str, str], calls: list | None = None, version: int = 4):
-    """A `read` callable answering from a dict: what vault.read would return, without Vault."""
+    """A `read_all` callable answering from a dict: what vault.read_all would return."""
 
     def read(reference: vault.Reference) -> vault.Resolution:
         if calls is not None:
@@ -717,7 +717,7 @@ def fake_reader(values: dict[str, str], calls: list | None = None, version: int 
         )
         return vault.Resolution(info=info, value=values[f"{reference.path}#{reference.key}"])
 
-    return read
+    return lambda references: {reference: read(reference) for reference in references}
 
 
 VALUES = {

@@ -15,6 +15,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from connections_app import devstack, vault
+from tests.faults import FaultProxy
 
 KV1 = devstack.KV1_MOUNT
 
@@ -508,3 +509,47 @@ def test_approle_with_vault_sealed(approle, settings, sealed_openbao):
     vault.reset_client()
     with pytest.raises(vault.VaultSealed):
         vault.check(vault.parse_reference("secret/canary/basic#password"))
+
+
+def test_read_all_reads_each_secret_version_once(openbao, settings, canaries):
+    refs = [
+        vault.parse_reference(text)
+        for text in (
+            "secret/canary/oauth#client_secret",
+            "secret/canary/oauth#header_token",
+            "secret/canary/rotating#value@1",
+            "secret/canary/rotating#value",
+            "secret/canary/basic#password",
+        )
+    ]
+    with FaultProxy(openbao.url) as proxy:
+        settings.VAULT_ADDR = proxy.url
+        vault.reset_client()
+        vault.read(refs[0])  # learn the mount first, so only data reads are counted below
+        proxy.seen.clear()
+        read = vault.read_all(refs + refs[:1])
+    values = [read[ref].value for ref in refs]
+    assert values == [
+        canaries["client_secret"],
+        canaries["header_token"],
+        canaries["old"],
+        canaries["new"],
+        canaries["password"],
+    ]
+    assert [read[ref].info.version for ref in refs] == [1, 1, 1, 2, 1]
+    paths = sorted(path for _, path, _ in proxy.seen)
+    assert paths == [
+        "/v1/secret/data/canary/basic",
+        "/v1/secret/data/canary/oauth",
+        "/v1/secret/data/canary/rotating",
+        "/v1/secret/data/canary/rotating?version=1",
+    ]
+
+
+def test_read_all_names_the_missing_key(canaries):
+    refs = [vault.parse_reference("secret/canary/oauth#client_secret"),
+            vault.parse_reference("secret/canary/oauth#nope")]  # fmt: skip
+    with pytest.raises(vault.SecretNotFound) as info:
+        vault.read_all(refs)
+    assert info.value.code == "key_missing"
+    assert "nope" in info.value.message

@@ -1,0 +1,114 @@
+"""Connection state refresh (page, service, command) and the approver's view of references."""
+
+import re
+from io import StringIO
+
+import boto3
+import pytest
+from django.core.management import call_command
+from django.urls import reverse
+
+from connections_app import audit, services
+from connections_app.models import AuditEvent, ConnectionRequest
+
+R = ConnectionRequest
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def created(requester, approver, make_document):
+    request = services.request_create(requester=requester, document=make_document("API_KEY"))
+    request = services.request_approve(
+        request=request, approver=approver, seen_hash=request.document_hash
+    )
+    assert request.status == R.CREATED and request.connection_state == "AUTHORIZED"
+    return request
+
+
+def _refresh_events(request):
+    return list(
+        AuditEvent.objects.filter(request_id=request.pk, action="connection.state.refresh")
+        .order_by("id")
+        .values_list("connection_state", "data")
+    )
+
+
+def test_command_records_a_state_that_moved_on(created):
+    # Stored while AWS was still creating it (private endpoints can take many minutes).
+    R.objects.filter(pk=created.pk).update(connection_state="CREATING")
+    out = StringIO()
+    call_command("refresh_connection_states", stdout=out)
+    assert f"{created.name}: AUTHORIZED" in out.getvalue()
+    assert R.objects.get(pk=created.pk).connection_state == "AUTHORIZED"
+    [(state, data)] = _refresh_events(created)
+    assert state == "AUTHORIZED"
+    assert '"previous_state":"CREATING"' in data
+    assert audit.verify_chain().ok
+
+
+def test_command_skips_settled_connections_unless_asked(created):
+    out = StringIO()
+    call_command("refresh_connection_states", stdout=out)
+    assert created.name not in out.getvalue()
+    call_command("refresh_connection_states", "--all", stdout=out)
+    assert f"{created.name}: AUTHORIZED" in out.getvalue()
+    assert _refresh_events(created) == []  # nothing changed, nothing recorded
+
+
+def test_refresh_records_a_connection_deleted_in_aws(created, approver_client):
+    boto3.client("events").delete_connection(Name=created.name)
+    response = approver_client.post(reverse("connection_refresh", args=[created.pk]), follow=True)
+    assert f"{created.name}: DELETED" in response.content.decode()
+    request = R.objects.get(pk=created.pk)
+    assert request.connection_state == "DELETED"
+    assert "no longer exists" in request.state_reason
+    [(state, _)] = _refresh_events(created)
+    assert state == "DELETED"
+
+
+def test_connections_page_lists_created_connections_with_state(created, approver_client):
+    page = approver_client.get(reverse("connection_list")).content.decode()
+    assert created.name in page and "AUTHORIZED" in page and created.connection_arn in page
+
+
+def test_only_approvers_refresh(created, requester_client, auditor_client):
+    for client in (requester_client, auditor_client):
+        response = client.post(reverse("connection_refresh", args=[created.pk]))
+        assert response.status_code == 403
+    assert _refresh_events(created) == []
+
+
+def test_refresh_refuses_a_request_without_connection(requester, make_document):
+    request = services.request_create(requester=requester, document=make_document())
+    with pytest.raises(services.ActionRefused) as info:
+        services.connection_refresh(request=request)
+    assert info.value.code == "not_created"
+
+
+def _resolves_now(page: str) -> list[str]:
+    return re.findall(r'<span class="ok">Resolves: ([^<]*)</span>', page)
+
+
+def test_request_page_shows_the_version_each_reference_resolves_to_now(
+    requester, approver_client, requester_client, make_document, bao_cli, unique_name
+):
+    path = f"secret/refresh/{unique_name}"
+    bao_cli("kv", "put", path, "value=first-value")
+    document = make_document("API_KEY")
+    document["AuthParameters"]["ApiKeyAuthParameters"]["ApiKeyValue"] = {
+        "vault": f"{path}#value",
+        "version": None,
+    }
+    request = services.request_create(requester=requester, document=document)
+    url = reverse("request_detail", args=[request.pk])
+    before = _resolves_now(approver_client.get(url).content.decode())
+    assert len(before) == 2  # the API key and the secret header
+    assert "version 1," in before[0]
+
+    bao_cli("kv", "put", path, "value=second-value")
+    after = _resolves_now(approver_client.get(url).content.decode())
+    assert "version 2," in after[0]
+    assert after[1] == before[1]  # the header's secret did not move
+
+    # The requester sees the references, not a live check.
+    assert _resolves_now(requester_client.get(url).content.decode()) == []
