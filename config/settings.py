@@ -83,6 +83,7 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 # An OAuth form with the allowed 100 rows in each of its six lists posts about 1,240 fields.
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 2000
+AUTHENTICATION_BACKENDS = ["connections_app.roles.PermissionBackend"]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"

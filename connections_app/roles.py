@@ -1,6 +1,8 @@
 """The three roles, as Django groups with permissions, and the navigation each one sees."""
 
+from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.models import Group, Permission
+from django.db.models import Q
 
 REQUESTERS = "connection-requesters"
 APPROVERS = "connection-approvers"
@@ -41,3 +43,18 @@ def navigation(request) -> dict:
     if user.is_superuser:
         items += [("status", "Status"), ("admin:index", "Admin")]
     return {"nav": items}
+
+
+class PermissionBackend(ModelBackend):
+    """Django's ModelBackend, loading a user's own and group permissions in one query."""
+
+    def get_all_permissions(self, user_obj, obj=None):
+        if not user_obj.is_active or user_obj.is_anonymous or obj is not None:
+            return set()
+        if not hasattr(user_obj, "_perm_cache"):
+            perms = Permission.objects.all()
+            if not user_obj.is_superuser:
+                perms = perms.filter(Q(user=user_obj) | Q(group__user=user_obj))
+            rows = perms.values_list("content_type__app_label", "codename").distinct()
+            user_obj._perm_cache = {f"{app}.{codename}" for app, codename in rows}
+        return user_obj._perm_cache

@@ -102,8 +102,8 @@ def test_query_count_is_fixed_whatever_the_page(auditor_client, generated):
         with CaptureQueriesContext(connection) as queries:
             assert auditor_client.get(url).status_code == 200
         counts.append(len(queries))
-    # session, user, the user's and the groups' permissions, the page: nothing per row.
-    assert counts == [5, 5, 5]
+    # session, user, permissions (one query, roles.PermissionBackend), the page: nothing per row.
+    assert counts == [4, 4, 4]
 
 
 def _make(settings, count):
