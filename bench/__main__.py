@@ -23,7 +23,7 @@ def ensure_database(url: str) -> None:
         return
     import psycopg
 
-    base, _, name = url.rpartition("/")
+    base, _, name = url.split("?", 1)[0].rpartition("/")
     with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
             conn.execute(f'CREATE DATABASE "{name}"')

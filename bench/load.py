@@ -36,7 +36,7 @@ SECONDS = float(os.environ.get("BENCH_LOAD_SECONDS", "60"))
 WARMUP = float(os.environ.get("BENCH_LOAD_WARMUP", "5"))
 MAX_REQUESTS = int(os.environ.get("BENCH_LOAD_MAX_REQUESTS", "20000"))
 # Chosen by measurement on 2 cores: 4 sync workers beat 5 or 6, and 2 gthread workers x 4
-# threads (whose threads queue for the GIL after every query); BENCH_LOAD_THREADS > 1 uses gthread.
+# threads (threads of one worker share its GIL); BENCH_LOAD_THREADS > 1 uses gthread.
 WORKERS = int(os.environ.get("BENCH_LOAD_WORKERS", "4"))
 THREADS = int(os.environ.get("BENCH_LOAD_THREADS", "1"))
 PAUSE = (0.5, 1.5)
@@ -446,7 +446,9 @@ def run(ctx) -> dict:
         # The client shares the machine with the server: its CPU over warm-up and window.
         "load_client_cpu_percent": round(100 * client_cpu / (WARMUP + seconds), 1),
         "load_server_cpu_ms_per_request": round(1000 * server_cpu / max(1, len(everything)), 1),
-        "load_gunicorn": f"{WORKERS} workers x {THREADS} threads",
+        "load_gunicorn": f"{WORKERS} gthread workers x {THREADS} threads"
+        if THREADS > 1
+        else f"{WORKERS} sync workers",
         # Other work on the machine moves the figures: the 1-minute load average, ours included.
         "load_host_loadavg": round(os.getloadavg()[0], 2),
         "load_p95_ms_by_page": {page: _ms(v, 95) for page, v in sorted(load.latencies.items())},

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.db import DatabaseError, connection
 from django.http import Http404, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -25,6 +26,7 @@ from .models import AuditEvent, ConnectionRequest
 from .roles import CAN_APPROVE, CAN_AUDIT, CAN_REQUEST
 
 R = ConnectionRequest
+QUEUE_PAGE_SIZE = 50
 log = logging.getLogger(__name__)
 
 
@@ -176,7 +178,10 @@ def request_detail(request, pk):
             "references": references,
             "can_decide": can_decide,
             "is_owner": obj.requester_id == user.pk,
-            "revisions": obj.revisions.all(),
+            # Listed only from the second revision on; their documents are not shown.
+            "revisions": (
+                obj.revisions.select_related("author").defer("document") if obj.revision > 1 else []
+            ),
             "events": AuditEvent.objects.filter(request_id=obj.pk).order_by("id"),
         },
     )
@@ -259,7 +264,14 @@ def request_reject(request, pk):
 @permission_required(CAN_APPROVE, raise_exception=True)
 def approval_queue(request):
     services.requests_expire_due()
-    pending = R.objects.filter(status=R.PENDING).select_related("requester").order_by("created_at")
+    # Oldest first, a page at a time: a long queue must not make every visit slower.
+    pending = (
+        R.objects.filter(status=R.PENDING)
+        .select_related("requester")
+        .only("name", "authorization_type", "created_at", "requester", "requester__username")
+        .order_by("created_at", "id")
+    )
+    pending = Paginator(pending, QUEUE_PAGE_SIZE).get_page(request.GET.get("page"))
     failed = R.objects.filter(status__in=(R.FAILED, R.SUBMITTING)).select_related("requester")
     return render(
         request, "connections_app/approval_queue.html", {"pending": pending, "failed": failed}

@@ -112,3 +112,30 @@ def test_request_page_shows_the_version_each_reference_resolves_to_now(
 
     # The requester sees the references, not a live check.
     assert _resolves_now(requester_client.get(url).content.decode()) == []
+
+
+def test_queue_pages_oldest_first(requester, approver_client, make_document):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    document = make_document()
+    R.objects.bulk_create(
+        R(name=f"queued-{i:03d}", authorization_type="API_KEY", requester=requester,
+          document=document, document_hash=f"{i:064x}",
+          expires_at=timezone.now() + timedelta(days=1))
+        for i in range(51)
+    )  # fmt: skip
+    first = approver_client.get(reverse("approval_queue")).content.decode()
+    second = approver_client.get(reverse("approval_queue") + "?page=2").content.decode()
+    assert "queued-000" in first and "queued-049" in first and "queued-050" not in first
+    assert "queued-050" in second and "queued-000" not in second
+    assert "51 waiting" in first and "Page 2 of 2" in second
+
+
+def test_blank_form_is_the_same_from_the_cache(requester_client):
+    first = requester_client.get(reverse("request_new")).content.decode()
+    second = requester_client.get(reverse("request_new")).content.decode()
+    strip = re.compile(r'name="csrfmiddlewaretoken" value="[^"]*"')
+    assert strip.sub("", first) == strip.sub("", second)
+    assert 'name="name"' in second and 'name="oauth_header-TOTAL_FORMS"' in second
