@@ -231,8 +231,8 @@ class Capture:
     def add_text(self, label: str, text: str) -> None:
         self.corpus.other.append((label, text))
 
-    def collect(self) -> None:
-        """The mail outbox and a dump of every table, as text."""
+    def keep_mail(self) -> None:
+        """Move the outbox into the corpus (a flow may empty the outbox before `collect`)."""
         for message in mail.outbox:
             parts = [
                 message.subject,
@@ -241,6 +241,11 @@ class Capture:
             ]
             parts.append(message.message().as_string())
             self.corpus.mails.append("\n".join(parts))
+        mail.outbox.clear()
+
+    def collect(self) -> None:
+        """The mail outbox and a dump of every table, as text."""
+        self.keep_mail()
         qn = connection.ops.quote_name
         with connection.cursor() as cursor:
             self.tables = connection.introspection.table_names(cursor)
