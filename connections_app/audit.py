@@ -103,15 +103,22 @@ def append(entries: list[dict]) -> list[AuditEvent]:
             "arn": entry.get("arn") or (request.connection_arn if request is not None else ""),
             "connection_state": entry.get("state")
             or (request.connection_state if request is not None else ""),
-            "data": canonical_json(entry.get("data") or {}),
-            "prev_hash": prev,
+            "data": entry.get("data") or {},
         }
-        fields["hash"] = prev = _hash(prev, header_of(fields), fields["data"])
+        prev = seal(fields, prev)
         events.append(AuditEvent(**fields))
     AuditEvent.objects.bulk_create(events)
     AuditChainHead.objects.filter(id=1).update(last_seq=seq, last_hash=prev)
     index_fingerprints(events)
     return events
+
+
+def seal(fields: dict, prev_hash: str) -> str:
+    """Complete an event's columns: data as canonical text, prev_hash and hash (returned)."""
+    fields["data"] = canonical_json(fields["data"])
+    fields["prev_hash"] = prev_hash
+    fields["hash"] = _hash(prev_hash, header_of(fields), fields["data"])
+    return fields["hash"]
 
 
 def header_of(fields: dict) -> str:
@@ -129,7 +136,8 @@ def header_of(fields: dict) -> str:
     )
 
 
-_VERIFY_COLUMNS = (
+# Every stored column, in the order the hash covers them (header columns, data, links).
+COLUMNS = (
     "id",
     "created_at",
     "actor_id",
@@ -173,7 +181,7 @@ def _pg_hashed_text() -> Func:
     """The text _hash(prev_hash, _header(...), data) hashes, built by PostgreSQL (concat() turns
     NULL into "" as _header does), so that verifying in Python is one SHA-256 per event."""
     parts = [F("prev_hash"), Value("\n")]
-    for name in _VERIFY_COLUMNS[:10]:
+    for name in COLUMNS[:10]:
         parts += [_UtcIsoText(name) if name == "created_at" else F(name), Value("\t")]
     parts[-1] = Value("\n")
     return Func(*parts, F("data"), function="concat", output_field=TextField())
@@ -185,7 +193,7 @@ def _messages(after: int, up_to: int | None, chunk: int) -> Iterator[list[tuple]
     if connection.vendor == "postgresql":
         yield from _pg_messages(qs, after, up_to, chunk)
         return
-    qs = qs.values_list(*_VERIFY_COLUMNS)
+    qs = qs.values_list(*COLUMNS)
     if up_to is not None:
         qs = qs.filter(id__lte=up_to)
     while rows := list(qs.filter(id__gt=after)[:chunk]):

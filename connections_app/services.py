@@ -308,6 +308,7 @@ def request_approve(
 
 def request_retry(*, request: ConnectionRequest, approver, seen_hash: str) -> ConnectionRequest:
     """Submit a failed request again (or one whose response was lost), reconciling first."""
+    _check_approver(request, approver)
     claimed = _claim(request, approver, comment="", seen_hash=seen_hash, retry=True)
     return _submit(claimed, approver, None)
 
@@ -322,7 +323,6 @@ def _resolve(request: ConnectionRequest):
 
 def _claim(request, approver, *, comment: str, seen_hash: str, retry: bool) -> ConnectionRequest:
     """Set `submitting` with one compare-and-set UPDATE; of racing clicks exactly one wins."""
-    _check_approver(request, approver)
     now = timezone.now()
     fields = {
         "status": R.SUBMITTING,

@@ -6,7 +6,6 @@ import itertools
 import logging
 from urllib.parse import urlencode
 
-from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
@@ -21,7 +20,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from . import audit, eventbridge, services, vault
 from . import document as doc
-from .forms import RequestForms, initial_from_document
+from .forms import AuditFilterForm, RequestForms, SecretUseForm, initial_from_document
 from .models import AuditEvent, ConnectionRequest
 from .roles import CAN_APPROVE, CAN_AUDIT, CAN_REQUEST
 
@@ -306,53 +305,6 @@ def connection_refresh(request, pk):
 # Audit
 
 
-class AuditFilterForm(forms.Form):
-    """The audit log's filters (exact matches, whole UTC days) and its keyset cursor.
-
-    audit_list.html writes the inputs out itself: widgets rendered through templates cost more
-    than the whole table of events.
-    """
-
-    actor = forms.CharField(required=False, max_length=150)
-    action = forms.CharField(required=False, max_length=64)
-    connection = forms.CharField(required=False, max_length=64)
-    outcome = forms.ChoiceField(
-        required=False, choices=[("", "any"), *zip(audit.OUTCOMES, audit.OUTCOMES, strict=True)]
-    )
-    arn = forms.CharField(required=False, max_length=1600)
-    since = forms.DateField(required=False)
-    until = forms.DateField(required=False)
-    before = forms.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
-    after = forms.IntegerField(required=False, min_value=0, max_value=2**63 - 1)
-
-    FILTERS = {
-        "actor": "actor_username",
-        "action": "action",
-        "connection": "connection_name",
-        "outcome": "outcome",
-        "arn": "arn",
-        "since": "since",
-        "until": "until",
-    }
-
-    def clean(self):
-        data = super().clean()
-        if data.get("since") and data.get("until") and data["since"] > data["until"]:
-            self.add_error("until", "The last day comes before the first.")
-        if data.get("before") is not None and data.get("after") is not None:
-            raise forms.ValidationError("A page link has either “before” or “after”, not both.")
-        return data
-
-    def filters(self) -> dict:
-        return {
-            arg: self.cleaned_data[f] for f, arg in self.FILTERS.items() if self.cleaned_data[f]
-        }
-
-    def query(self) -> str:
-        """The filters as a query string (no cursor), for page and export links."""
-        return urlencode({f: self.data[f] for f in self.FILTERS if self.data.get(f)})
-
-
 def _list_context(form: AuditFilterForm) -> dict:
     context = {"form": form, "actions": audit.ACTIONS, "outcomes": audit.OUTCOMES}
     if form.errors:
@@ -407,22 +359,6 @@ def audit_detail(request, pk):
     event = get_object_or_404(AuditEvent, pk=pk)
     review = audit.event_review(event, verify_all=request.GET.get("verify") == "all")
     return render(request, "connections_app/audit_detail.html", {"event": event, **review})
-
-
-class SecretUseForm(forms.Form):
-    fingerprint = forms.RegexField(
-        required=False,
-        regex=r"^hmac-sha256:[0-9a-f]{64}$",
-        error_messages={"invalid": "A fingerprint is hmac-sha256: and 64 hex digits."},
-    )
-    reference = forms.CharField(required=False, max_length=1024)
-    before = forms.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
-
-    def clean(self):
-        data = super().clean()
-        if not self.errors and bool(data.get("fingerprint")) == bool(data.get("reference")):
-            raise forms.ValidationError("Give either a fingerprint or a Vault reference.")
-        return data
 
 
 @login_required

@@ -23,21 +23,6 @@ FIRST = ("alice", "bruno", "chen", "dana", "emeka", "fatima", "gus", "hana", "iv
 LAST = ("ops", "platform", "payments", "data", "integrations", "sre")
 AREAS = ("billing", "crm", "shipping", "search", "ledger", "partner", "webhooks", "identity")
 STATES = ("AUTHORIZED", "AUTHORIZED", "AUTHORIZED", "AUTHORIZING", "DEAUTHORIZED")
-COLUMNS = (
-    "id",
-    "created_at",
-    "actor_id",
-    "actor_username",
-    "action",
-    "request_id",
-    "connection_name",
-    "outcome",
-    "arn",
-    "connection_state",
-    "data",
-    "prev_hash",
-    "hash",
-)
 USE_COLUMNS = ("event_id", "path", "reference", "version", "fingerprint")
 
 
@@ -286,14 +271,13 @@ class Command(BaseCommand):
                 "outcome": entry["outcome"],
                 "arn": story.arn,
                 "connection_state": story.state,
-                "data": audit.canonical_json(entry["data"]),
-                "prev_hash": prev,
+                "data": entry["data"],
             }
-            fields["hash"] = prev = audit._hash(prev, audit.header_of(fields), fields["data"])
-            rows.append(tuple(fields[column] for column in COLUMNS))
+            prev = audit.seal(fields, prev)
+            rows.append(tuple(fields[column] for column in audit.COLUMNS))
             for use in audit.secret_uses(entry["data"]):
                 uses.append((seq, *(use[column] for column in USE_COLUMNS[1:])))
-        self._write(AuditEvent, COLUMNS, rows)
+        self._write(AuditEvent, audit.COLUMNS, rows)
         self._write(AuditSecretUse, USE_COLUMNS, uses)
         AuditChainHead.objects.filter(id=1).update(last_seq=seq, last_hash=prev)
 
