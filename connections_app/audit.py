@@ -13,8 +13,10 @@ from datetime import UTC, date, datetime, time, timedelta
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import CharField, F, Func, Max, QuerySet, Subquery, TextField, Value
+from django.db.models.functions import Cast
 from django.utils import timezone
 
+from . import sql
 from .models import AuditChainHead, AuditCheckpoint, AuditEvent, AuditSecretUse
 
 GENESIS = "0" * 64
@@ -84,9 +86,9 @@ def append(entries: list[dict]) -> list[AuditEvent]:
     """Append events in order (each a dict of `record`'s arguments) under one lock of the head."""
     if not connection.in_atomic_block:
         raise RuntimeError("audit.record must run inside the transaction it records")
-    head, _ = AuditChainHead.objects.select_for_update().get_or_create(id=1)
-    seq, prev, now = head.last_seq, head.last_hash, timezone.now()
-    events = []
+    seq, prev = _lock_head()
+    now = timezone.now()
+    rows, uses = [], []
     for entry in entries:
         actor, request = entry.get("actor"), entry.get("request")
         actor_id = actor.pk if actor is not None and actor.is_authenticated else None
@@ -105,12 +107,26 @@ def append(entries: list[dict]) -> list[AuditEvent]:
             or (request.connection_state if request is not None else ""),
             "data": entry.get("data") or {},
         }
+        uses += [{"event_id": seq, **use} for use in secret_uses(fields["data"])]
         prev = seal(fields, prev)
-        events.append(AuditEvent(**fields))
-    AuditEvent.objects.bulk_create(events)
-    AuditChainHead.objects.filter(id=1).update(last_seq=seq, last_hash=prev)
-    index_fingerprints(events)
-    return events
+        rows.append(fields)
+    # Plain SQL (connections_app.sql): this runs twice in every approval.
+    sql.insert(AuditEvent, rows)
+    head = sql.table(AuditChainHead)
+    sql.execute(f"UPDATE {head} SET last_seq = %s, last_hash = %s WHERE id = 1", [seq, prev])  # noqa: S608
+    sql.insert(AuditSecretUse, uses)
+    return [AuditEvent(**fields) for fields in rows]
+
+
+def _lock_head() -> tuple[int, str]:
+    """Lock the head row (created on first use) and return the newest position and hash."""
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    query = f"SELECT last_seq, last_hash FROM {sql.table(AuditChainHead)} WHERE id = 1{lock}"  # noqa: S608
+    rows, _ = sql.execute(query)
+    if not rows:
+        AuditChainHead.objects.get_or_create(id=1)
+        rows, _ = sql.execute(query)
+    return rows[0]
 
 
 def seal(fields: dict, prev_hash: str) -> str:
@@ -180,10 +196,12 @@ class _UtcIsoText(Func):
 def _pg_hashed_text() -> Func:
     """The text _hash(prev_hash, _header(...), data) hashes, built by PostgreSQL (concat() turns
     NULL into "" as _header does), so that verifying in Python is one SHA-256 per event."""
-    parts = [F("prev_hash"), Value("\n")]
+    # Typed separators: with server-side parameters PostgreSQL cannot guess a bare one's type.
+    newline, tab = Cast(Value("\n"), TextField()), Cast(Value("\t"), TextField())
+    parts = [F("prev_hash"), newline]
     for name in COLUMNS[:10]:
-        parts += [_UtcIsoText(name) if name == "created_at" else F(name), Value("\t")]
-    parts[-1] = Value("\n")
+        parts += [_UtcIsoText(name) if name == "created_at" else F(name), tab]
+    parts[-1] = newline
     return Func(*parts, F("data"), function="concat", output_field=TextField())
 
 
@@ -564,18 +582,6 @@ def secret_uses(data: dict) -> list[dict]:
         for path, leaf in flatten(data.get("document") or {})
         if is_secret_leaf(leaf) and leaf.get("fingerprint")
     ]
-
-
-def index_fingerprints(events: list[AuditEvent]) -> None:
-    """Index the fingerprinted secret leaves of new events (called by `append`)."""
-    uses = [
-        AuditSecretUse(event_id=event.id, **use)
-        for event in events
-        if FINGERPRINT_PREFIX in event.data
-        for use in secret_uses(json.loads(event.data))
-    ]
-    if uses:
-        AuditSecretUse.objects.bulk_create(uses)
 
 
 def secret_uses_page(

@@ -12,7 +12,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
-from . import audit, eventbridge, vault
+from . import audit, eventbridge, sql, vault
 from . import document as doc
 from .models import ConnectionRequest, DocumentRevision
 from .roles import CAN_APPROVE, CAN_REQUEST
@@ -52,39 +52,41 @@ def document_problems(
     issues = doc.validate(document)
     if issues:  # hostile or broken input is refused without calling anyone
         return issues
-    issues = _name_problems(document["Name"], exclude)
-    checked: dict[str, vault.VaultError | None] = {}  # one Vault read per distinct reference
-    for path, leaf in doc.secret_leaves(document):
-        text = doc.reference_text(leaf)
-        if text not in checked:
-            try:
-                vault.check(doc.to_vault_reference(leaf))
-                checked[text] = None
-            except vault.VaultError as exc:
-                checked[text] = exc
-        if checked[text] is not None:
-            where = doc.path_text(path)
-            issues.append(doc.Issue(where, checked[text].code, checked[text].message))
+    name = document["Name"]
+    issues, in_aws = [], None
+    if _name_taken(name, exclude):
+        issues.append(
+            doc.Issue("Name", "name_taken", "Another request here already uses this name.")
+        )
+    elif exclude is None or exclude.name != name:
+        # AWS is asked about the name while Vault is asked about the references.
+        in_aws = _background.submit(_exists_in_aws, name)
+    leaves = list(doc.secret_leaves(document))
+    refs = {doc.reference_text(leaf): doc.to_vault_reference(leaf) for _, leaf in leaves}
+    checked = vault.check_all(list(refs.values()))  # one Vault read per distinct reference
+    for path, leaf in leaves:
+        found = checked[refs[doc.reference_text(leaf)]]
+        if isinstance(found, vault.VaultError):
+            issues.append(doc.Issue(doc.path_text(path), found.code, found.message))
+    if in_aws is not None and in_aws.result():
+        issues.insert(
+            0, doc.Issue("Name", "name_exists_in_aws", "A connection with this name exists in AWS.")
+        )
     return issues
 
 
-def _name_problems(name: str, exclude: ConnectionRequest | None) -> list[doc.Issue]:
+def _name_taken(name: str, exclude: ConnectionRequest | None) -> bool:
     taken = R.objects.filter(name=name, status__in=R.NAME_HOLDING)
     if exclude is not None:
         taken = taken.exclude(pk=exclude.pk)
-    if taken.exists():
-        return [doc.Issue("Name", "name_taken", "Another request here already uses this name.")]
-    if exclude is not None and exclude.name == name:
-        return []
+    return taken.exists()
+
+
+def _exists_in_aws(name: str) -> bool:
     try:
-        existing = eventbridge.describe_connection(name)
+        return eventbridge.describe_connection(name) is not None
     except eventbridge.EventBridgeError:
-        return []  # AWS did not answer: the approval's create call is the final word
-    if existing is not None:
-        return [
-            doc.Issue("Name", "name_exists_in_aws", "A connection with this name exists in AWS.")
-        ]
-    return []
+        return False  # AWS did not answer: the approval's create call is the final word
 
 
 # ---------------------------------------------------------------------------
@@ -98,7 +100,10 @@ def _check_requester(user) -> None:
 
 def _save_revision(request: ConnectionRequest, *, author) -> None:
     """Save the request and keep its document as a numbered revision."""
-    request.full_clean()
+    # Field checks only: each of the skipped ones is a query, and the database enforces them
+    # anyway (the live-name constraint is caught below; public_id is a random UUID; the
+    # requester is the signed-in user).
+    request.full_clean(exclude=["requester"], validate_unique=False, validate_constraints=False)
     try:
         with transaction.atomic():
             request.save()
@@ -328,7 +333,7 @@ def _claim(request, approver, *, comment: str, seen_hash: str, retry: bool) -> C
         "status": R.SUBMITTING,
         "submit_started_at": now,
         "submit_attempts": request.submit_attempts + 1,
-        "decided_by": request.decided_by or approver,
+        "decided_by_id": request.decided_by_id or approver.pk,
         "decided_at": request.decided_at or now,
         "decision_comment": request.decision_comment if retry else (comment or "").strip(),
         "approved_hash": seen_hash,
@@ -338,16 +343,16 @@ def _claim(request, approver, *, comment: str, seen_hash: str, retry: bool) -> C
     }
     expected = R.FAILED if retry else R.PENDING
     if request.status == expected and request.document_hash == seen_hash:
-        live = R.objects.filter(
-            pk=request.pk,
+        live = dict(
+            id=request.pk,
             status=expected,
             document_hash=seen_hash,
             submit_attempts=request.submit_attempts,
         )
         if not retry:
-            live = live.filter(expires_at__gt=now)
+            live["expires_at__gt"] = now
         with transaction.atomic():
-            if live.update(**fields) == 1:
+            if sql.update(R, fields, **live) == 1:
                 for name, value in fields.items():
                     setattr(request, name, value)
                 _record_claim(request, approver, retry)
@@ -528,8 +533,12 @@ def _finish(request: ConnectionRequest, actor, outcome: _Outcome) -> ConnectionR
     with transaction.atomic():
         # Only the attempt that claimed the row writes its result; a takeover after a lost
         # response (a later attempt) owns the row from then on, but every step is recorded.
-        R.objects.filter(pk=request.pk, status=R.SUBMITTING, submit_attempts=attempt).update(
-            **{name: getattr(request, name) for name in _RESULT_FIELDS}
+        sql.update(
+            R,
+            {name: getattr(request, name) for name in _RESULT_FIELDS},
+            id=request.pk,
+            status=R.SUBMITTING,
+            submit_attempts=attempt,
         )
         audit.append(events)
     return request

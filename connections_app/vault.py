@@ -453,6 +453,20 @@ def check(ref: Reference) -> SecretInfo:
     return read(ref).info
 
 
+def check_all(refs: list[Reference]) -> dict[Reference, SecretInfo | VaultError]:
+    """check() of each distinct reference, in parallel: its answer, or the error it raised."""
+
+    def one(ref: Reference) -> SecretInfo | VaultError:
+        try:
+            return check(ref)
+        except VaultError as exc:
+            return exc
+
+    distinct = list(dict.fromkeys(refs))
+    answers = _readers.map(one, distinct) if len(distinct) > 1 else map(one, distinct)
+    return dict(zip(distinct, answers, strict=True))
+
+
 def health() -> dict:
     """Reachable, sealed, authenticated: no token or secret in the answer."""
     status = {"reachable": False, "sealed": None, "authenticated": False}

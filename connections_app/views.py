@@ -50,9 +50,13 @@ def home(request):
 # Requests
 
 
-def _visible_request(request, pk) -> ConnectionRequest:
-    """Requesters see their own requests; approvers, auditors and superusers see all."""
-    obj = get_object_or_404(R.objects.select_related("requester", "decided_by"), pk=pk)
+def _visible_request(request, pk, *, people: bool = True) -> ConnectionRequest:
+    """Requesters see their own requests; approvers, auditors and superusers see all.
+
+    `people`: also load the requester and the approver, which only pages show.
+    """
+    requests = R.objects.select_related("requester", "decided_by") if people else R.objects
+    obj = get_object_or_404(requests, pk=pk)
     user = request.user
     if obj.requester_id == user.pk or user.has_perm(CAN_APPROVE) or user.has_perm(CAN_AUDIT):
         return obj
@@ -187,7 +191,7 @@ def request_detail(request, pk):
 
 
 def _act(request, pk, action):
-    obj = _visible_request(request, pk)
+    obj = _visible_request(request, pk, people=False)
     try:
         message = action(obj)
         messages.success(request, message)
