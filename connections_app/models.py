@@ -1,7 +1,12 @@
+from __future__ import annotations
+
 import uuid
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import models
+
+from . import sql
 
 
 class ConnectionRequest(models.Model):
@@ -82,6 +87,17 @@ class ConnectionRequest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.get_status_display()})"
+
+    @classmethod
+    def load(cls, pk, *, people: bool = False) -> ConnectionRequest | None:
+        """The request (None if there is none), with plain queries: every request page and
+        every action starts here. `people`: with its requester and approver loaded too."""
+        found = sql.get(cls, id=pk)
+        if found is not None and people:
+            found.requester = sql.get(get_user_model(), id=found.requester_id)
+            if found.decided_by_id is not None:
+                found.decided_by = sql.get(get_user_model(), id=found.decided_by_id)
+        return found
 
     @property
     def marker(self) -> str:

@@ -1,5 +1,6 @@
 """The three roles, as Django groups with permissions, and the navigation each one sees."""
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.models import Group, Permission
 from django.contrib.contenttypes.models import ContentType
@@ -48,11 +49,14 @@ def navigation(request) -> dict:
 
 
 class PermissionBackend(ModelBackend):
-    """Django's ModelBackend, loading a user's own and group permissions in one plain query.
+    """Django's ModelBackend, loading the signed-in user and their permissions (own and through
+    groups) with one plain query each: every page asks for both (the menu depends on them), and
+    the ORM's queries cost several times as much."""
 
-    Every page asks (the menu depends on it); ModelBackend's two ORM queries, or one with an OR
-    across both join paths, cost several times what this one does.
-    """
+    def get_user(self, user_id):
+        model = get_user_model()
+        user = sql.get(model, **{model._meta.pk.attname: user_id})
+        return user if user is not None and self.user_can_authenticate(user) else None
 
     def get_all_permissions(self, user_obj, obj=None):
         if not user_obj.is_active or user_obj.is_anonymous or obj is not None:

@@ -55,10 +55,11 @@ def _visible_request(request, pk, *, people: bool = True) -> ConnectionRequest:
 
     `people`: also load the requester and the approver, which only pages show.
     """
-    requests = R.objects.select_related("requester", "decided_by") if people else R.objects
-    obj = get_object_or_404(requests, pk=pk)
+    obj = R.load(pk, people=people)
     user = request.user
-    if obj.requester_id == user.pk or user.has_perm(CAN_APPROVE) or user.has_perm(CAN_AUDIT):
+    if obj is not None and (
+        obj.requester_id == user.pk or user.has_perm(CAN_APPROVE) or user.has_perm(CAN_AUDIT)
+    ):
         return obj
     raise Http404("No such request.")
 
