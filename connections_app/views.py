@@ -25,7 +25,7 @@ from .models import AuditEvent, ConnectionRequest
 from .roles import CAN_APPROVE, CAN_AUDIT, CAN_REQUEST
 
 R = ConnectionRequest
-QUEUE_PAGE_SIZE = 50
+QUEUE_PAGE_SIZE = 25  # rows cost a page most of its time
 log = logging.getLogger(__name__)
 
 

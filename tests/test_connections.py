@@ -1,6 +1,7 @@
 """Connection state refresh (page, service, command) and the approver's view of references."""
 
 import re
+from datetime import timedelta
 from io import StringIO
 
 import boto3
@@ -115,22 +116,41 @@ def test_request_page_shows_the_version_each_reference_resolves_to_now(
 
 
 def test_queue_pages_oldest_first(requester, approver_client, make_document):
-    from datetime import timedelta
-
     from django.utils import timezone
+
+    from connections_app.views import QUEUE_PAGE_SIZE as size
 
     document = make_document()
     R.objects.bulk_create(
         R(name=f"queued-{i:03d}", authorization_type="API_KEY", requester=requester,
           document=document, document_hash=f"{i:064x}",
           expires_at=timezone.now() + timedelta(days=1))
-        for i in range(51)
+        for i in range(size + 1)
     )  # fmt: skip
     first = approver_client.get(reverse("approval_queue")).content.decode()
     second = approver_client.get(reverse("approval_queue") + "?page=2").content.decode()
-    assert "queued-000" in first and "queued-049" in first and "queued-050" not in first
-    assert "queued-050" in second and "queued-000" not in second
-    assert "51 waiting" in first and "Page 2 of 2" in second
+    assert "queued-000" in first and f"queued-{size - 1:03d}" in first
+    assert f"queued-{size:03d}" not in first
+    assert f"queued-{size:03d}" in second and "queued-000" not in second
+    assert f"{size + 1} waiting" in first and "Page 2 of 2" in second
+
+
+@pytest.mark.parametrize(
+    "ago, shown",
+    [
+        (timedelta(seconds=20), "under a minute"),
+        (timedelta(minutes=1, seconds=5), "1 minute"),
+        (timedelta(hours=2, minutes=5, seconds=9), "2 hours, 5 minutes"),
+        (timedelta(days=3, minutes=7), "3 days"),
+        (timedelta(days=1, hours=1), "1 day, 1 hour"),
+    ],
+)
+def test_queue_shows_how_long_each_request_waited(ago, shown):
+    from django.utils import timezone
+
+    from connections_app.templatetags.connections_extras import waited
+
+    assert waited(timezone.now() - ago) == shown
 
 
 def test_blank_form_is_the_same_from_the_cache(requester_client):

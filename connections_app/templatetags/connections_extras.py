@@ -1,6 +1,7 @@
 import json
 
 from django import template
+from django.utils import timezone
 
 register = template.Library()
 
@@ -13,3 +14,22 @@ def get_item(mapping, key):
 @register.filter
 def pretty_json(value) -> str:
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+
+
+_UNITS = (("day", 86400), ("hour", 3600), ("minute", 60))
+
+
+@register.filter
+def waited(since) -> str:
+    """How long ago, in its two largest units ("3 days, 4 hours"): what `timesince` says, at a
+    fraction of its cost (it translates every part), for the queue's every row."""
+    left = max(0, int((timezone.now() - since).total_seconds()))
+    parts = []
+    for unit, size in _UNITS:
+        count, left = divmod(left, size)
+        if count or parts:
+            parts.append(f"{count} {unit}{'' if count == 1 else 's'}")
+        if len(parts) == 2:
+            break
+    parts = [part for part in parts if not part.startswith("0 ")]
+    return ", ".join(parts) or "under a minute"
