@@ -40,9 +40,17 @@ class DocumentInvalid(Exception):
 # Checks before a document is accepted
 
 
-def reference_check(text: str) -> vault.SecretInfo:
-    """The Check button: does this reference resolve with the app's token? Never the value."""
-    return vault.check(vault.parse_reference(text))
+def reference_checks(texts: list[str]) -> dict[str, vault.SecretInfo | vault.VaultError]:
+    """The Check button: does each reference resolve with the app's token? Never the value."""
+    answers: dict[str, vault.SecretInfo | vault.VaultError] = {}
+    parsed = {}
+    for text in texts:
+        try:
+            parsed[text] = vault.parse_reference(text)
+        except vault.VaultError as exc:
+            answers[text] = exc
+    checked = vault.check_all(list(parsed.values()))
+    return answers | {text: checked[ref] for text, ref in parsed.items()}
 
 
 def document_problems(

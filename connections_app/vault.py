@@ -453,18 +453,29 @@ def check(ref: Reference) -> SecretInfo:
     return read(ref).info
 
 
+@sensitive_variables()
 def check_all(refs: list[Reference]) -> dict[Reference, SecretInfo | VaultError]:
-    """check() of each distinct reference, in parallel: its answer, or the error it raised."""
+    """check() of many references: each secret version read once, different ones in parallel;
+    for each reference its answer, or the error it raised. The values are dropped here."""
+    groups: dict[tuple[str, int | None], list[Reference]] = {}
+    for ref in dict.fromkeys(refs):
+        groups.setdefault((ref.path, ref.version), []).append(ref)
 
-    def one(ref: Reference) -> SecretInfo | VaultError:
+    def fetch(key):
         try:
-            return check(ref)
+            return _fetch(*key)
         except VaultError as exc:
             return exc
 
-    distinct = list(dict.fromkeys(refs))
-    answers = _readers.map(one, distinct) if len(distinct) > 1 else map(one, distinct)
-    return dict(zip(distinct, answers, strict=True))
+    secrets = _readers.map(fetch, groups) if len(groups) > 1 else map(fetch, groups)
+    answers: dict[Reference, SecretInfo | VaultError] = {}
+    for group, secret in zip(groups.values(), secrets, strict=True):
+        for ref in group:
+            try:
+                answers[ref] = secret if isinstance(secret, VaultError) else _pick(ref, secret).info
+            except VaultError as exc:
+                answers[ref] = exc
+    return answers
 
 
 def health() -> dict:

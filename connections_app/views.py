@@ -66,29 +66,24 @@ def _visible_request(request, pk, *, people: bool = True) -> ConnectionRequest:
 
 def _reference_checks(forms: RequestForms) -> dict[str, dict]:
     """The no-JavaScript Check: every reference typed in the form, resolved without its value."""
-    results = {}
     fields = [(name, forms.form.data.get(name, "")) for name in forms.form.REF_FIELDS]
     for formset in forms.formsets.values():
         for row in formset.forms:
             if row.data.get(row.add_prefix("is_secret")):
                 fields.append((row.add_prefix("value"), row.data.get(row.add_prefix("value"), "")))
-    for name, text in fields:
-        if text:
-            results[name] = _check_result(text)
-    return results
+    answers = services.reference_checks([text for _, text in fields if text])
+    return {name: _check_view(answers[text]) for name, text in fields if text}
 
 
-def _check_result(text: str) -> dict:
-    try:
-        info = services.reference_check(text)
-    except vault.VaultError as exc:
-        return {"ok": False, "code": exc.code, "message": exc.message}
+def _check_view(answer: vault.SecretInfo | vault.VaultError) -> dict:
+    if isinstance(answer, vault.VaultError):
+        return {"ok": False, "code": answer.code, "message": answer.message}
     return {
         "ok": True,
-        "mount": info.mount,
-        "kv_version": info.kv_version,
-        "version": info.version,
-        "updated": info.updated,
+        "mount": answer.mount,
+        "kv_version": answer.kv_version,
+        "version": answer.version,
+        "updated": answer.updated,
     }
 
 
@@ -152,7 +147,8 @@ def _request_form(request, obj: ConnectionRequest | None):
 @permission_required(CAN_REQUEST, raise_exception=True)
 def reference_check(request):
     """The Check button beside a reference: version and update time, never the value."""
-    return JsonResponse(_check_result(request.POST.get("reference", "")))
+    text = request.POST.get("reference", "")
+    return JsonResponse(_check_view(services.reference_checks([text])[text]))
 
 
 @login_required
@@ -167,12 +163,14 @@ def request_detail(request, pk):
     obj = _visible_request(request, pk)
     user = request.user
     can_decide = user.has_perm(CAN_APPROVE) and obj.requester_id != user.pk
-    references = []
-    for path, leaf in doc.secret_leaves(obj.document):
-        item = {"path": doc.path_text(path), "reference": doc.reference_text(leaf)}
-        if can_decide and obj.status in (R.PENDING, R.FAILED):
-            item["check"] = _check_result(item["reference"])
-        references.append(item)
+    references = [
+        {"path": doc.path_text(path), "reference": doc.reference_text(leaf)}
+        for path, leaf in doc.secret_leaves(obj.document)
+    ]
+    if can_decide and obj.status in (R.PENDING, R.FAILED):
+        answers = services.reference_checks([item["reference"] for item in references])
+        for item in references:
+            item["check"] = _check_view(answers[item["reference"]])
     return render(
         request,
         "connections_app/request_detail.html",
