@@ -76,7 +76,20 @@ class ConnectionRequest(models.Model):
         permissions = [
             ("approve_connectionrequest", "Can approve or reject connection requests"),
         ]
-        indexes = [models.Index(fields=["status", "created_at"])]
+        indexes = [
+            models.Index(fields=["status", "created_at"]),
+            # The queue and the expiry sweep read only pending requests, on every queue visit.
+            models.Index(
+                fields=["created_at", "id"],
+                condition=models.Q(status="pending"),
+                name="pending_oldest_first",
+            ),
+            models.Index(
+                fields=["expires_at"],
+                condition=models.Q(status="pending"),
+                name="pending_by_expiry",
+            ),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["name"],
