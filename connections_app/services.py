@@ -56,31 +56,43 @@ def reference_checks(texts: list[str]) -> dict[str, vault.SecretInfo | vault.Vau
 def document_problems(
     document: dict, *, exclude: ConnectionRequest | None = None
 ) -> list[doc.Issue]:
-    """Model validation; only a document valid on its own costs AWS and Vault checks."""
-    issues = doc.validate(document)
-    if issues:  # hostile or broken input is refused without calling anyone
-        return issues
-    name = document["Name"]
-    issues, in_aws = [], None
-    if _name_taken(name, exclude):
-        issues.append(
-            doc.Issue("Name", "name_taken", "Another request here already uses this name.")
-        )
-    elif exclude is None or exclude.name != name:
-        # AWS is asked about the name while Vault is asked about the references.
-        in_aws = _background.submit(_exists_in_aws, name)
-    leaves = list(doc.secret_leaves(document))
-    refs = {doc.reference_text(leaf): doc.to_vault_reference(leaf) for _, leaf in leaves}
-    checked = vault.check_all(list(refs.values()))  # one Vault read per distinct reference
-    for path, leaf in leaves:
-        found = checked[refs[doc.reference_text(leaf)]]
-        if isinstance(found, vault.VaultError):
-            issues.append(doc.Issue(doc.path_text(path), found.code, found.message))
-    if in_aws is not None and in_aws.result():
-        issues.insert(
-            0, doc.Issue("Name", "name_exists_in_aws", "A connection with this name exists in AWS.")
-        )
-    return issues
+    checks = _Checks(document, exclude)
+    return checks.aws_issues() + checks.issues
+
+
+class _Checks:
+    """A document's checks. Model validation first: only a document valid on its own costs
+    AWS and Vault calls. AWS is asked about the name in the background meanwhile; its answer
+    is `aws_issues()`, the rest is `issues`."""
+
+    def __init__(self, document: dict, exclude: ConnectionRequest | None):
+        self.issues = doc.validate(document)
+        self._in_aws = None
+        if self.issues:  # hostile or broken input is refused without calling anyone
+            return
+        name = document["Name"]
+        if exclude is None or exclude.name != name:
+            self._in_aws = _background.submit(_exists_in_aws, name)
+        if _name_taken(name, exclude):
+            self.issues.append(
+                doc.Issue("Name", "name_taken", "Another request here already uses this name.")
+            )
+        leaves = list(doc.secret_leaves(document))
+        refs = {doc.reference_text(leaf): doc.to_vault_reference(leaf) for _, leaf in leaves}
+        checked = vault.check_all(list(refs.values()))  # one Vault read per distinct reference
+        for path, leaf in leaves:
+            found = checked[refs[doc.reference_text(leaf)]]
+            if isinstance(found, vault.VaultError):
+                self.issues.append(doc.Issue(doc.path_text(path), found.code, found.message))
+
+    def aws_issues(self) -> list[doc.Issue]:
+        if self._in_aws is not None and self._in_aws.result():
+            return [
+                doc.Issue(
+                    "Name", "name_exists_in_aws", "A connection with this name exists in AWS."
+                )
+            ]
+        return []
 
 
 def _name_taken(name: str, exclude: ConnectionRequest | None) -> bool:
@@ -128,12 +140,11 @@ def _save_revision(request: ConnectionRequest, *, author) -> None:
     )
 
 
-@transaction.atomic
 def request_create(*, requester, document: dict) -> ConnectionRequest:
     _check_requester(requester)
-    issues = document_problems(document)
-    if issues:
-        raise DocumentInvalid(issues)
+    checks = _Checks(document, None)
+    if checks.issues:
+        raise DocumentInvalid(checks.aws_issues() + checks.issues)
     now = timezone.now()
     request = R(
         name=document["Name"],
@@ -143,13 +154,18 @@ def request_create(*, requester, document: dict) -> ConnectionRequest:
         document_hash=doc.document_hash(document),
         expires_at=now + settings.REQUEST_TTL,
     )
-    _save_revision(request, author=requester)
-    audit.record(
-        action="connection.request.create",
-        actor=requester,
-        request=request,
-        data={"document": doc.redact(document), "document_hash": request.document_hash},
-    )
+    with transaction.atomic():
+        _save_revision(request, author=requester)
+        # Written while AWS answers about the name, and rolled back if it holds one already.
+        issues = checks.aws_issues()
+        if issues:
+            raise DocumentInvalid(issues)
+        audit.record(
+            action="connection.request.create",
+            actor=requester,
+            request=request,
+            data={"document": doc.redact(document), "document_hash": request.document_hash},
+        )
     return request
 
 
