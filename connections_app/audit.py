@@ -129,6 +129,16 @@ def _lock_head() -> tuple[int, str]:
     return rows[0]
 
 
+def history(request_id: int) -> list[AuditEvent]:
+    """A request's events in order, with what its page lists (not the documents)."""
+    return sql.select(
+        AuditEvent,
+        fields=("id", "created_at", "action", "actor_username", "outcome"),
+        order_by="id",
+        request_id=request_id,
+    )
+
+
 def seal(fields: dict, prev_hash: str) -> str:
     """Complete an event's columns: data as canonical text, prev_hash and hash (returned)."""
     fields["data"] = canonical_json(fields["data"])

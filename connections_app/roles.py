@@ -1,9 +1,12 @@
 """The three roles, as Django groups with permissions, and the navigation each one sees."""
 
+import functools
+
 from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.models import Group, Permission
 from django.contrib.contenttypes.models import ContentType
+from django.urls import reverse
 
 from . import sql
 
@@ -32,7 +35,7 @@ def ensure_groups(**kwargs) -> None:
 
 
 def navigation(request) -> dict:
-    """Menu entries for what the signed-in user may do; nothing for anonymous visitors."""
+    """Menu entries (address, label) for what the signed-in user may do; none for visitors."""
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return {"nav": []}
@@ -45,7 +48,13 @@ def navigation(request) -> dict:
         items.append(("audit_list", "Audit log"))
     if user.is_superuser:
         items += [("status", "Status"), ("admin:index", "Admin")]
-    return {"nav": items}
+    return {"nav": [(_address(name), label) for name, label in items]}
+
+
+@functools.cache
+def _address(url_name: str) -> str:
+    # Every page shows the menu; the URLconf never changes while serving.
+    return reverse(url_name)
 
 
 class PermissionBackend(ModelBackend):

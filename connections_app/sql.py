@@ -48,23 +48,39 @@ def _where(model, where: dict) -> tuple[str, list]:
     return " AND ".join(conditions), params
 
 
-def get(model, **where):
-    """The one row matching `where` as a model instance (all concrete fields), or None."""
-    fields = model._meta.concrete_fields
-    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+def select(model, *, fields: tuple[str, ...] = (), order_by: str = "", **where) -> list:
+    """Model instances of the rows matching `where` (as in `update`), with only `fields` loaded
+    (default: every concrete field), ordered by one column (`-name`: descending)."""
+    chosen = [model._meta.get_field(name) for name in fields] or model._meta.concrete_fields
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in chosen)
     try:
         condition, params = _where(model, where)
     except _NoMatch:
-        return None
-    rows, _ = execute(f"SELECT {columns} FROM {table(model)} WHERE {condition}", params)  # noqa: S608
-    if not rows:
-        return None
-    values = list(rows[0])
-    for i, field in enumerate(fields):
+        return []
+    query = f"SELECT {columns} FROM {table(model)} WHERE {condition}"  # noqa: S608
+    if order_by:
+        _, column = _column(model, order_by.lstrip("-"))
+        query += f" ORDER BY {column}{' DESC' if order_by.startswith('-') else ''}"
+    rows, _ = execute(query, params)
+    names = [field.attname for field in chosen]
+    converters = []
+    for i, field in enumerate(chosen):
         col = field.get_col(model._meta.db_table)
-        for convert in connection.ops.get_db_converters(col) + field.get_db_converters(connection):
+        found = connection.ops.get_db_converters(col) + field.get_db_converters(connection)
+        converters += [(i, convert, col) for convert in found]
+    found = []
+    for row in rows:
+        values = list(row)
+        for i, convert, col in converters:
             values[i] = convert(values[i], col, connection)
-    return model.from_db(connection.alias, [field.attname for field in fields], values)
+        found.append(model.from_db(connection.alias, names, values))
+    return found
+
+
+def get(model, **where):
+    """The one row matching `where` as a model instance, or None."""
+    found = select(model, **where)
+    return found[0] if found else None
 
 
 def insert(model, rows: list[dict]) -> None:

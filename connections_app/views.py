@@ -185,7 +185,7 @@ def request_detail(request, pk):
             "revisions": (
                 obj.revisions.select_related("author").defer("document") if obj.revision > 1 else []
             ),
-            "events": AuditEvent.objects.filter(request_id=obj.pk).order_by("id"),
+            "events": audit.history(obj.pk),
         },
     )
 
