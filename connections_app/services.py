@@ -125,7 +125,8 @@ def _save_revision(request: ConnectionRequest, *, author) -> None:
     # requester is the signed-in user).
     request.full_clean(exclude=["requester"], validate_unique=False, validate_constraints=False)
     try:
-        with transaction.atomic():
+        # No savepoint (two round trips): the refusal below ends the whole transaction anyway.
+        with transaction.atomic(savepoint=False):
             request.save()
     except IntegrityError:  # another request took the name since the check
         raise DocumentInvalid(
