@@ -66,15 +66,15 @@ def select(model, *, fields: tuple[str, ...] = (), order_by: str = "", **where) 
     converters = []
     for i, field in enumerate(chosen):
         col = field.get_col(model._meta.db_table)
-        found = connection.ops.get_db_converters(col) + field.get_db_converters(connection)
-        converters += [(i, convert, col) for convert in found]
-    found = []
+        for convert in connection.ops.get_db_converters(col) + field.get_db_converters(connection):
+            converters.append((i, convert, col))
+    instances = []
     for row in rows:
         values = list(row)
         for i, convert, col in converters:
             values[i] = convert(values[i], col, connection)
-        found.append(model.from_db(connection.alias, names, values))
-    return found
+        instances.append(model.from_db(connection.alias, names, values))
+    return instances
 
 
 def get(model, **where):
