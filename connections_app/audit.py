@@ -358,21 +358,7 @@ _LIST_COLUMNS = (
     "arn",
     "connection_state",
 )
-EXPORT_COLUMNS = (
-    "id",
-    "created_at",
-    "actor_id",
-    "actor_username",
-    "action",
-    "request_id",
-    "connection_name",
-    "outcome",
-    "arn",
-    "connection_state",
-    "prev_hash",
-    "hash",
-    "data",
-)
+EXPORT_COLUMNS = (*COLUMNS[:10], "prev_hash", "hash", "data")  # data last: readable exports
 
 
 def events_filtered(

@@ -458,7 +458,10 @@ def read_all(refs: list[Reference]) -> dict[Reference, Resolution]:
 
 def check(ref: Reference) -> SecretInfo:
     """Confirm that a reference resolves with the app's token; the value is dropped at once."""
-    return read(ref).info
+    answer = check_all([ref])[ref]
+    if isinstance(answer, VaultError):
+        raise answer
+    return answer
 
 
 @sensitive_variables()

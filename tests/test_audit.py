@@ -5,7 +5,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection, transaction
 
-from connections_app import audit, services
+from connections_app import audit, services, sql
 from connections_app.models import AppendOnlyError, AuditEvent
 
 pytestmark = pytest.mark.django_db
@@ -23,14 +23,9 @@ def chain(requester, approver, make_document):
     return list(AuditEvent.objects.order_by("id"))
 
 
-def _raw(sql, params=()):
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-
-
 def _drop_trigger():
     if connection.vendor == "postgresql":
-        _raw("ALTER TABLE connections_app_auditevent DISABLE TRIGGER USER")
+        sql.execute("ALTER TABLE connections_app_auditevent DISABLE TRIGGER USER")
 
 
 def test_chain_verifies(chain):
@@ -58,12 +53,12 @@ def test_model_refuses_update_and_delete(chain):
 def test_postgres_trigger_refuses_update_and_delete(chain):
     from django.db import DatabaseError
 
-    for sql in (
+    for statement in (
         "UPDATE connections_app_auditevent SET action = 'x' WHERE id = 1",
         "DELETE FROM connections_app_auditevent WHERE id = 1",
     ):
         with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
-            _raw(sql)
+            sql.execute(statement)
 
 
 def _expect_broken(at: int):
@@ -73,32 +68,32 @@ def _expect_broken(at: int):
 
 def test_altered_row_is_caught(chain):
     _drop_trigger()
-    _raw("UPDATE connections_app_auditevent SET outcome = 'success' WHERE id = 6")
+    sql.execute("UPDATE connections_app_auditevent SET outcome = 'success' WHERE id = 6")
     _expect_broken(6)
 
 
 def test_altered_data_is_caught(chain):
     _drop_trigger()
-    _raw("UPDATE connections_app_auditevent SET data = '{}' WHERE id = 3")
+    sql.execute("UPDATE connections_app_auditevent SET data = '{}' WHERE id = 3")
     _expect_broken(3)
 
 
 def test_deleted_row_is_caught(chain):
     _drop_trigger()
-    _raw("DELETE FROM connections_app_auditevent WHERE id = 2")
+    sql.execute("DELETE FROM connections_app_auditevent WHERE id = 2")
     _expect_broken(3)
 
 
 def test_deleted_last_row_is_caught(chain):
     _drop_trigger()
-    _raw("DELETE FROM connections_app_auditevent WHERE id = 6")
+    sql.execute("DELETE FROM connections_app_auditevent WHERE id = 6")
     _expect_broken(6)
 
 
 def test_inserted_row_is_caught(chain):
     # An out-of-band row given the next position, with a made-up hash: the head disagrees.
     first = chain[0]
-    _raw(
+    sql.execute(
         "INSERT INTO connections_app_auditevent (id, created_at, actor_id, actor_username, action,"
         " request_id, connection_name, outcome, arn, connection_state, data, prev_hash, hash)"
         " VALUES (7, %s, NULL, 'mallory', 'connection.create.success', NULL, '', 'success', '',"
@@ -111,9 +106,9 @@ def test_inserted_row_is_caught(chain):
 def test_inserted_row_in_the_middle_is_caught(chain):
     _drop_trigger()
     # Shift the tail up by one and slip a forged event in at position 4.
-    _raw("UPDATE connections_app_auditevent SET id = id + 100 WHERE id >= 4")
-    _raw("UPDATE connections_app_auditevent SET id = id - 99 WHERE id >= 100")
-    _raw(
+    sql.execute("UPDATE connections_app_auditevent SET id = id + 100 WHERE id >= 4")
+    sql.execute("UPDATE connections_app_auditevent SET id = id - 99 WHERE id >= 100")
+    sql.execute(
         "INSERT INTO connections_app_auditevent (id, created_at, actor_id, actor_username, action,"
         " request_id, connection_name, outcome, arn, connection_state, data, prev_hash, hash)"
         " VALUES (4, %s, NULL, 'mallory', 'connection.request.approve', NULL, '', 'approved', '',"

@@ -13,7 +13,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from connections_app import audit, services
+from connections_app import audit, services, sql
 from connections_app.models import AuditCheckpoint, AuditEvent, AuditSecretUse
 
 pytestmark = pytest.mark.django_db
@@ -485,7 +485,9 @@ def test_chain_status_after_a_checkpoint_and_tampering(auditor_client, generated
     assert response.context["chain_start"]["seq"] == generated[0].id
     assert response.context["chain"].ok and response.context["chain"].checked == 3
     _disable_trigger()
-    _raw("UPDATE connections_app_auditevent SET outcome = 'forged' WHERE id = %s", [newest.id - 1])
+    sql.execute(
+        "UPDATE connections_app_auditevent SET outcome = 'forged' WHERE id = %s", [newest.id - 1]
+    )
     response = _detail(auditor_client, newest.id)
     assert not response.context["chain"].ok
     assert response.context["chain"].bad_event == newest.id - 1
@@ -526,13 +528,13 @@ def test_rewritten_chain_differs_from_its_checkpoint(generated):
         fields.update(action=e.action, request_id=e.request_id, connection_name=e.connection_name)
         fields.update(outcome=outcome, arn=e.arn, connection_state=e.connection_state)
         digest = audit._hash(prev, audit.header_of(fields), e.data)
-        _raw(
+        sql.execute(
             "UPDATE connections_app_auditevent SET outcome = %s, prev_hash = %s, hash = %s "
             "WHERE id = %s",
             [outcome, prev, digest, e.id],
         )
         prev = digest
-    _raw("UPDATE connections_app_auditchainhead SET last_hash = %s WHERE id = 1", [prev])
+    sql.execute("UPDATE connections_app_auditchainhead SET last_hash = %s WHERE id = 1", [prev])
     with pytest.raises(CommandError, match="differs from an earlier checkpoint"):
         call_command("verify_audit_chain")
 
@@ -548,20 +550,15 @@ def test_verify_in_chunks(generated, chunk):
 
 def test_verify_stops_at_the_first_bad_event_with_chunks_still_queued(generated):
     _disable_trigger()
-    _raw("UPDATE connections_app_auditevent SET actor_username = 'eve' WHERE id = 9")
+    sql.execute("UPDATE connections_app_auditevent SET actor_username = 'eve' WHERE id = 9")
     result = audit.verify_chain(chunk=4)
     assert (result.ok, result.bad_event, result.checked) == (False, 9, 8)
     assert AuditEvent.objects.count() == len(generated)  # the connection is still usable
 
 
-def _raw(sql, params=()):
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-
-
 def _disable_trigger():
     if connection.vendor == "postgresql":
-        _raw("ALTER TABLE connections_app_auditevent DISABLE TRIGGER USER")
+        sql.execute("ALTER TABLE connections_app_auditevent DISABLE TRIGGER USER")
 
 
 def _append_steps(count):
