@@ -138,9 +138,14 @@ def test_parameter_rows_are_added_removed_and_saved(login, requester, unique_nam
     fill_row(headers.nth(0), "X-Token", HEADER_TOKEN_REF, secret=True)
     fill_row(headers.nth(1), "X-Dropped", "dropped-value")
     fill_row(headers.nth(2), "X-Plain", "plain-value")
-    # Removing a middle row leaves a gap in the form numbering the server must cope with.
     headers.nth(1).get_by_role("button", name="Remove row").click()
     expect(headers).to_have_count(2)
+    # The rows after it are renumbered: no gap, and the form count is the rows left.
+    expect(headers.nth(1).locator('input[name="inv_header-1-key"]')).to_have_value("X-Plain")
+    expect(field_input(page, "inv_header-TOTAL_FORMS")).to_have_value("2")
+    check = headers.nth(1).get_by_role("button", name="Check")
+    expect(check).to_have_attribute("value", "inv_header-1-value")
+    expect(check).to_have_attribute("data-target", "id_inv_header-1-value")
     add_row(page, "inv_query")
     fill_row(rows(page, "inv_query").nth(1), "page", "1")
 
@@ -157,6 +162,32 @@ def test_parameter_rows_are_added_removed_and_saved(login, requester, unique_nam
         ],
         "QueryStringParameters": [{"Key": "page", "Value": "1", "IsValueSecret": False}],
     }
+
+
+def test_rows_added_and_removed_do_not_count_toward_the_row_limit(login, requester, unique_name):
+    page = open_form(login, requester)
+    field_input(page, "name").fill(unique_name)
+    choose(page, "API_KEY")
+    field_input(page, "apikey_name").fill("x-api-key")
+    field_input(page, "apikey_value").fill(API_KEY_REF)
+    headers = rows(page, "inv_header")
+    add = page.locator('fieldset.params[data-prefix="inv_header"] .add-row')
+    add.evaluate("button => { for (let i = 0; i < 109; i++) button.click(); }")
+    expect(headers).to_have_count(110)  # more than the 100 the server accepts
+    for _ in range(12):
+        headers.nth(1).get_by_role("button", name="Remove row").click()
+    expect(headers).to_have_count(98)
+    fill_row(headers.nth(0), "X-First", "1")
+    fill_row(headers.nth(97), "X-Last", "2")
+
+    save(page)
+
+    expect(page.get_by_test_id("status")).to_have_text("Pending approval")
+    saved = ConnectionRequest.objects.get(name=unique_name).document
+    assert saved["AuthParameters"]["InvocationHttpParameters"]["HeaderParameters"] == [
+        {"Key": "X-First", "Value": "1", "IsValueSecret": False},
+        {"Key": "X-Last", "Value": "2", "IsValueSecret": False},
+    ]
 
 
 def test_errors_show_next_to_fields_and_keep_everything_entered(login, requester):

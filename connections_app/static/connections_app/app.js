@@ -16,8 +16,9 @@ document.addEventListener("DOMContentLoaded", () => {
       }
       const remove = event.target.closest(".remove-row");
       if (remove) {
-        // An emptied slot is an empty form to the server, which ignores it.
+        const fieldset = remove.closest(".params");
         remove.closest(".param-row").remove();
+        renumber(fieldset);
         return;
       }
       const check = event.target.closest(".check-ref");
@@ -31,6 +32,28 @@ document.addEventListener("DOMContentLoaded", () => {
     button.form.addEventListener("submit", () => { button.disabled = true; });
   });
 });
+
+// Rows stay numbered 0..n-1 and TOTAL_FORMS stays n, so removed rows never count toward the
+// server's 100-row limit (it refuses a form count above it, whatever the rows hold).
+function renumber(fieldset) {
+  const prefix = fieldset.dataset.prefix;
+  const numbered = new RegExp(`(${prefix})-\\d+-`);
+  const rows = fieldset.querySelectorAll(".rows .param-row");
+  rows.forEach((row, index) => {
+    row.querySelectorAll("[name], [id], [for], button[value], [data-target]").forEach((element) => {
+      // A Check button's value names its field; an input's value is what the user typed.
+      const attributes = ["name", "id", "for", "data-target"];
+      if (element.tagName === "BUTTON") attributes.push("value");
+      for (const attribute of attributes) {
+        const text = element.getAttribute(attribute);
+        if (text && numbered.test(text)) {
+          element.setAttribute(attribute, text.replace(numbered, `$1-${index}-`));
+        }
+      }
+    });
+  });
+  fieldset.querySelector('input[name$="-TOTAL_FORMS"]').value = String(rows.length);
+}
 
 async function checkReference(form, button) {
   const input = document.getElementById(button.dataset.target);
