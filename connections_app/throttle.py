@@ -16,6 +16,7 @@ from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
+from django.utils.translation import ngettext
 
 from .models import LoginFailure
 
@@ -73,10 +74,14 @@ def attempt_succeeded(attempt: LoginFailure) -> None:
     LoginFailure.objects.filter(username_digest=attempt.username_digest).delete()
 
 
-THROTTLED = (
-    "Too many failed sign-ins for this account or from this address. "
-    "Try again in %(minutes)s minute(s)."
-)
+def throttled_message(minutes: int) -> str:
+    return ngettext(
+        "Too many failed sign-ins for this account or from this address. "
+        "Try again in %(minutes)d minute.",
+        "Too many failed sign-ins for this account or from this address. "
+        "Try again in %(minutes)d minutes.",
+        minutes,
+    ) % {"minutes": minutes}
 
 
 class ThrottleMixin:
@@ -91,9 +96,7 @@ class ThrottleMixin:
             attempt = attempt_begin(username=username, address=address)
         except Throttled as refused:
             minutes = max(1, math.ceil(refused.retry_after.total_seconds() / 60))
-            raise ValidationError(
-                THROTTLED, code="throttled", params={"minutes": minutes}
-            ) from None
+            raise ValidationError(throttled_message(minutes), code="throttled") from None
         cleaned = super().clean()  # a ValidationError leaves the attempt counted as failed
         attempt_succeeded(attempt)
         return cleaned

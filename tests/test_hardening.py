@@ -424,7 +424,7 @@ def test_lock_message_is_shown_on_the_form(client, approver):
     page = response.content.decode()
     assert 'role="alert"' in page
     assert "Too many failed sign-ins for this account or from this address." in page
-    assert "Try again in 15 minute(s)." in page
+    assert "Try again in 15 minutes." in page
 
 
 def test_success_clears_the_users_failures(client, approver):
@@ -449,7 +449,7 @@ def test_lock_lifts_when_the_window_has_passed(client, approver, settings):
         created_at=timezone.now() - settings.LOGIN_FAILURE_WINDOW + dt.timedelta(seconds=50)
     )
     response = _sign_in(client, approver.username, PASSWORD)
-    assert _throttled(response) and "Try again in 1 minute(s)." in response.content.decode()
+    assert _throttled(response) and "Try again in 1 minute." in response.content.decode()
 
     LoginFailure.objects.update(
         created_at=timezone.now() - settings.LOGIN_FAILURE_WINDOW - dt.timedelta(seconds=1)
