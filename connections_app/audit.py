@@ -86,7 +86,7 @@ def append(entries: list[dict]) -> list[AuditEvent]:
     """Append events in order (each a dict of `record`'s arguments) under one lock of the head."""
     if not connection.in_atomic_block:
         raise RuntimeError("audit.record must run inside the transaction it records")
-    seq, prev = _lock_head()
+    seq, prev = lock_head()
     now = timezone.now()
     rows, uses = [], []
     for entry in entries:
@@ -112,14 +112,14 @@ def append(entries: list[dict]) -> list[AuditEvent]:
         rows.append(fields)
     # Plain SQL (connections_app.sql): this runs twice in every approval.
     sql.insert(AuditEvent, rows)
-    head = sql.table(AuditChainHead)
-    sql.execute(f"UPDATE {head} SET last_seq = %s, last_hash = %s WHERE id = 1", [seq, prev])  # noqa: S608
+    advance_head(seq, prev)
     sql.insert(AuditSecretUse, uses)
     return [AuditEvent(**fields) for fields in rows]
 
 
-def _lock_head() -> tuple[int, str]:
-    """Lock the head row (created on first use) and return the newest position and hash."""
+def lock_head() -> tuple[int, str]:
+    """Lock the head row (created on first use) and return the newest position and hash.
+    Whoever appends holds it until commit, then moves it on with `advance_head`."""
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
     query = f"SELECT last_seq, last_hash FROM {sql.table(AuditChainHead)} WHERE id = 1{lock}"  # noqa: S608
     rows, _ = sql.execute(query)
@@ -127,6 +127,11 @@ def _lock_head() -> tuple[int, str]:
         AuditChainHead.objects.get_or_create(id=1)
         rows, _ = sql.execute(query)
     return rows[0]
+
+
+def advance_head(seq: int, last_hash: str) -> None:
+    head = sql.table(AuditChainHead)
+    sql.execute(f"UPDATE {head} SET last_seq = %s, last_hash = %s WHERE id = 1", [seq, last_hash])  # noqa: S608
 
 
 def history(request_id: int) -> list[AuditEvent]:

@@ -15,7 +15,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from connections_app import audit
-from connections_app.models import AuditChainHead, AuditEvent, AuditSecretUse
+from connections_app.models import AuditEvent, AuditSecretUse
 
 # Synthetic request and user ids start here, far above any real ones, so they never meet.
 ID_BASE = 1_000_000_000
@@ -253,8 +253,7 @@ class Command(BaseCommand):
 
     @transaction.atomic
     def _append(self, gen: Generator, times: list) -> None:
-        head, _ = AuditChainHead.objects.select_for_update().get_or_create(id=1)
-        seq, prev = head.last_seq, head.last_hash
+        seq, prev = audit.lock_head()
         rows, uses = [], []
         for created in times:
             story, entry = gen.entry()
@@ -279,7 +278,7 @@ class Command(BaseCommand):
                 uses.append((seq, *(use[column] for column in USE_COLUMNS[1:])))
         self._write(AuditEvent, audit.COLUMNS, rows)
         self._write(AuditSecretUse, USE_COLUMNS, uses)
-        AuditChainHead.objects.filter(id=1).update(last_seq=seq, last_hash=prev)
+        audit.advance_head(seq, prev)
 
     def _write(self, model, columns, rows) -> None:
         if connection.vendor == "postgresql":
