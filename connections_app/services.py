@@ -453,6 +453,7 @@ class _Outcome:
     connection: dict | None = None
     resolutions: dict | None = None
     adopted: bool = False
+    describe_error: str = ""  # created, but describe_connection failed: details on refresh
 
 
 @sensitive_variables("payload", "reading")
@@ -475,7 +476,7 @@ def _submit(request: ConnectionRequest, actor, reading: Future | None) -> Connec
             outcome.error_message = " ".join(problems)
             return _finish(request, actor, outcome)
         try:
-            eventbridge.create_connection(payload)
+            created = eventbridge.create_connection(payload)
         except eventbridge.EventBridgeError as exc:
             if exc.code != "ResourceAlreadyExistsException":
                 raise
@@ -484,9 +485,17 @@ def _submit(request: ConnectionRequest, actor, reading: Future | None) -> Connec
             return _finish(request, actor, outcome)
         finally:
             payload = None  # drop the values as soon as AWS has them
-        described = eventbridge.describe_connection(request.name) or {}
+        # The connection exists from here on, whatever describe_connection says: its answer
+        # only adds SecretArn and StateReason, which a later refresh can still fetch.
         outcome.status = R.CREATED
-        outcome.connection = described
+        outcome.connection = created
+        try:
+            outcome.connection = {
+                **created,
+                **(eventbridge.describe_connection(request.name) or {}),
+            }
+        except eventbridge.EventBridgeError as exc:
+            outcome.describe_error = exc.code
     except vault.VaultError as exc:
         outcome.error_code = f"vault_{exc.code}" if not exc.code.startswith("vault") else exc.code
         outcome.error_message = f"Reading a secret from Vault failed: {exc.message}"
@@ -542,9 +551,10 @@ def _finish(request: ConnectionRequest, actor, outcome: _Outcome) -> ConnectionR
         )
     if outcome.status == R.CREATED:
         action = "connection.create.adopt" if outcome.adopted else "connection.create.success"
-        events.append(
-            dict(action=action, actor=actor, request=request, data=_connection_data(request))
-        )
+        data = _connection_data(request)
+        if outcome.describe_error:
+            data["describe_error"] = outcome.describe_error
+        events.append(dict(action=action, actor=actor, request=request, data=data))
     else:
         events.append(
             dict(
@@ -620,7 +630,8 @@ def connection_refresh(*, request: ConnectionRequest, actor=None) -> ConnectionR
     found = eventbridge.describe_connection(request.name)
     with transaction.atomic():
         request = R.objects.select_for_update().get(pk=request.pk)
-        before = (request.connection_state, request.state_reason, request.connection_arn)
+        watched = ("connection_state", "state_reason", "connection_arn", "secret_arn")
+        before = [getattr(request, name) for name in watched]
         if found is None:
             request.connection_state = "DELETED"
             request.state_reason = "The connection no longer exists in AWS."
@@ -628,7 +639,7 @@ def connection_refresh(*, request: ConnectionRequest, actor=None) -> ConnectionR
         else:
             _apply_connection(request, found)
         request.save()
-        after = (request.connection_state, request.state_reason, request.connection_arn)
+        after = [getattr(request, name) for name in watched]
         if after != before:
             audit.record(
                 action="connection.state.refresh",

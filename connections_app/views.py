@@ -246,6 +246,11 @@ def request_retry(request, pk):
 
 
 def _submit_message(obj: ConnectionRequest) -> str:
+    if obj.status == R.CREATED and not obj.secret_arn:
+        return (
+            f"Connection {obj.name} created ({obj.connection_state}), but AWS did not describe it "
+            "yet: Refresh on the Connections page fetches its secret ARN and state reason."
+        )
     if obj.status == R.CREATED:
         return f"Connection {obj.name} created ({obj.connection_state})."
     raise services.ActionRefused(f"Submission failed: {obj.error_message}", code=obj.error_code)

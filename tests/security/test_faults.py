@@ -492,6 +492,48 @@ def test_moto_throttles_once_then_succeeds(pending, approver, aws_proxy, securit
     )  # fmt: skip
 
 
+NOT_FOUND = ("status", 400, b'{"__type":"ResourceNotFoundException","message":"not found"}', JSON)
+
+
+@pytest.mark.parametrize(
+    "answer, error", [(INTERNAL, "InternalException"), (NOT_FOUND, "")], ids=["500", "not-found"]
+)
+def test_describe_failing_after_create_still_records_the_connection(
+    pending, approver, aws_proxy, canaries, security_report, answer, error
+):
+    """The connection exists once CreateConnection answers: a failing describe afterwards (every
+    attempt answered 500, or not found yet) must not turn it into a failed request."""
+    # A 500 is retried by the SDK, a not-found is not.
+    times = AWS_MAX_ATTEMPTS if answer is INTERNAL else 1
+    aws_proxy.rules.append(aws_target("DescribeConnection", answer, times=times))
+    seen = approve(pending, approver)
+    row = R.objects.get(pk=pending.pk)
+    assert seen.status == R.CREATED, (seen.code, seen.message)
+    assert aws_proxy.targets("CreateConnection") == 1
+    assert connections_named(pending.name) == 1
+    (arn,) = [
+        c["ConnectionArn"]
+        for c in boto3.client("events").list_connections(NamePrefix=pending.name)["Connections"]
+        if c["Name"] == pending.name
+    ]
+    assert row.connection_arn == arn and row.connection_state and row.connection_created_at
+    assert row.secret_arn == ""  # only describe_connection knows it
+    assert actions(pending)[-1] == "connection.create.success"
+    success = audit.parsed(AuditEvent.objects.filter(request_id=pending.pk).order_by("-id")[0])
+    assert success.get("describe_error", "") == error
+    assert audit.verify_chain().ok
+
+    refreshed = services.connection_refresh(request=row, actor=approver)  # the fault is over
+    assert refreshed.secret_arn.startswith("arn:aws:secretsmanager:")
+    assert actions(pending)[-1] == "connection.state.refresh"
+    security_report.add(
+        "faults",
+        f"DescribeConnection answers {error or 'not found'} right after the create",
+        f"{seen.status}, ARN and state from CreateConnection, CreateConnection sent once; "
+        f"Refresh then records the secret ARN; audit {trail_text(pending)}",
+    )
+
+
 def test_only_idempotent_calls_are_resent(pending, approver, aws_proxy, security_report):
     """A 500 on DescribeConnection is retried by the SDK; on CreateConnection it is not."""
     assert approve(pending, approver).status == R.CREATED
