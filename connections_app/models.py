@@ -5,6 +5,7 @@ import uuid
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import models
+from django.utils import timezone
 
 from . import sql
 
@@ -111,6 +112,17 @@ class ConnectionRequest(models.Model):
             if found.decided_by_id is not None:
                 found.decided_by = sql.get(get_user_model(), id=found.decided_by_id)
         return found
+
+    @property
+    def retryable(self) -> bool:
+        """Failed, or left submitting long enough that its attempt must have died."""
+        if self.status == self.FAILED:
+            return True
+        return (
+            self.status == self.SUBMITTING
+            and self.submit_started_at is not None
+            and self.submit_started_at <= timezone.now() - settings.SUBMIT_STALE_AFTER
+        )
 
     @property
     def marker(self) -> str:

@@ -211,13 +211,21 @@ def _update(*, request: ConnectionRequest, editor, document: dict) -> Connection
     return request
 
 
-@transaction.atomic
 def request_cancel(*, request: ConnectionRequest, actor) -> ConnectionRequest:
+    _expire_now(request)
+    return _cancel(request=request, actor=actor)
+
+
+@transaction.atomic
+def _cancel(*, request: ConnectionRequest, actor) -> ConnectionRequest:
     request = R.objects.select_for_update().get(pk=request.pk)
     if actor.pk != request.requester_id:
         raise ActionRefused("Only the requester may cancel a request.", code="not_owner")
-    if request.status != R.PENDING:
-        raise ActionRefused("Only a pending request can be cancelled.", code="not_pending")
+    _refuse_if_expired(request)
+    if request.status not in CLOSABLE:
+        raise ActionRefused(
+            "Only a pending or failed request can be cancelled.", code="not_pending"
+        )
     request.status = R.CANCELLED
     request.save(update_fields=["status", "updated_at"])
     audit.record(action="connection.request.cancel", actor=actor, request=request)
@@ -241,6 +249,18 @@ def _expire_if_due(request: ConnectionRequest) -> bool:
         )
         return True
     return False
+
+
+# A pending request can be withdrawn or turned down; so can a failed one nobody will retry.
+CLOSABLE = (R.PENDING, R.FAILED)
+
+
+def expire_if_due(request: ConnectionRequest) -> ConnectionRequest:
+    """The request, expired first if it is pending past its time (pages show it as it is)."""
+    if request.status == R.PENDING and request.expires_at <= timezone.now():
+        _expire_now(request)
+        return R.load(request.pk, people=True)
+    return request
 
 
 def _expire_now(request: ConnectionRequest) -> None:
@@ -297,8 +317,8 @@ def _reject(*, request: ConnectionRequest, approver, reason: str) -> ConnectionR
     request = R.objects.select_for_update().get(pk=request.pk)
     _check_approver(request, approver)
     _refuse_if_expired(request)
-    if request.status != R.PENDING:
-        raise ActionRefused("Only a pending request can be rejected.", code="not_pending")
+    if request.status not in CLOSABLE:
+        raise ActionRefused("Only a pending or failed request can be rejected.", code="not_pending")
     reason = (reason or "").strip()
     if not reason:
         raise ActionRefused("A rejection needs a reason.", code="reason_required")
@@ -352,6 +372,18 @@ def _resolve(request: ConnectionRequest):
 
 
 def _claim(request, approver, *, comment: str, seen_hash: str, retry: bool) -> ConnectionRequest:
+    try:
+        return _claim_row(request, approver, comment=comment, seen_hash=seen_hash, retry=retry)
+    except IntegrityError:
+        # Only a failed request can meet this: it gave up its name, and another took it.
+        raise ActionRefused(
+            "Another request here now uses this name, so this one cannot be retried; "
+            "reject or cancel it to close it.",
+            code="name_taken",
+        ) from None
+
+
+def _claim_row(request, approver, *, comment: str, seen_hash: str, retry: bool):
     """Set `submitting` with one compare-and-set UPDATE; of racing clicks exactly one wins."""
     now = timezone.now()
     fields = {
@@ -400,12 +432,7 @@ def _claim_locked(request, approver, *, comment: str, seen_hash: str, retry: boo
             )
         now = timezone.now()
         if retry:
-            stale = (
-                request.status == R.SUBMITTING
-                and request.submit_started_at is not None
-                and request.submit_started_at <= now - settings.SUBMIT_STALE_AFTER
-            )
-            if request.status != R.FAILED and not stale:
+            if not request.retryable:
                 raise ActionRefused(_busy_message(request), code="not_retryable")
         elif request.status != R.PENDING:
             raise ActionRefused(_busy_message(request), code="not_pending")

@@ -99,10 +99,15 @@ def request_new(request):
 @login_required
 def request_edit(request, pk):
     obj = _visible_request(request, pk)
-    if obj.requester_id != request.user.pk or obj.status != R.PENDING:
-        raise services.ActionRefused(
-            "Only the requester can edit a pending request.", code="not_editable"
-        )
+    if obj.requester_id != request.user.pk:
+        raise services.ActionRefused("Only the requester can edit a request.", code="not_owner")
+    if request.method != "POST":
+        obj = services.expire_if_due(obj)
+        if obj.status != R.PENDING:
+            messages.error(request, "Only a pending request can be edited.")
+            return redirect("request_detail", pk=pk)
+    # A POST always comes back as typed: if the request was decided or expired meanwhile, the
+    # service's refusal is shown above the form.
     return _request_form(request, obj)
 
 
@@ -130,6 +135,8 @@ def _request_form(request, obj: ConnectionRequest | None):
                 return redirect("request_detail", pk=obj.pk)
             except services.DocumentInvalid as exc:
                 forms.add_issues(exc.issues)
+            except services.ActionRefused as exc:
+                forms.form.add_error(None, exc.message)
     else:
         initial = (
             initial_from_document(obj.document) if obj else {"form": {"oauth_http_method": "POST"}}
@@ -159,11 +166,19 @@ def request_mine(request):
     return render(request, "connections_app/request_list.html", {"requests": objs})
 
 
+DETAIL = "connections_app/request_detail.html"
+
+
 @login_required
 def request_detail(request, pk):
-    obj = _visible_request(request, pk)
+    obj = services.expire_if_due(_visible_request(request, pk))
+    return render(request, DETAIL, _detail_context(request, obj))
+
+
+def _detail_context(request, obj: ConnectionRequest) -> dict:
     user = request.user
     can_decide = user.has_perm(CAN_APPROVE) and obj.requester_id != user.pk
+    is_owner = obj.requester_id == user.pk
     references = [
         {"path": doc.path_text(path), "reference": doc.reference_text(leaf)}
         for path, leaf in doc.secret_leaves(obj.document)
@@ -172,30 +187,48 @@ def request_detail(request, pk):
         answers = services.reference_checks([item["reference"] for item in references])
         for item in references:
             item["check"] = _check_view(answers[item["reference"]])
-    return render(
-        request,
-        "connections_app/request_detail.html",
-        {
-            "obj": obj,
-            "document": doc.redact(obj.document),
-            "references": references,
-            "can_decide": can_decide,
-            "is_owner": obj.requester_id == user.pk,
-            # Listed only from the second revision on; their documents are not shown.
-            "revisions": (
-                obj.revisions.select_related("author").defer("document") if obj.revision > 1 else []
-            ),
-            "events": audit.history(obj.pk),
-        },
-    )
+    return {
+        "obj": obj,
+        "document": doc.redact(obj.document),
+        "references": references,
+        "can_decide": can_decide,
+        # The actions offered are those the services would accept now.
+        "edit_open": is_owner and obj.status == R.PENDING,
+        "cancel_open": is_owner and obj.status in services.CLOSABLE,
+        "approve_open": can_decide and obj.status == R.PENDING,
+        "reject_open": can_decide and obj.status in services.CLOSABLE,
+        "retry_open": can_decide and obj.retryable,
+        "stale_after": obj.submit_started_at + settings.SUBMIT_STALE_AFTER
+        if obj.status == R.SUBMITTING and obj.submit_started_at
+        else None,
+        # Listed only from the second revision on; their documents are not shown.
+        "revisions": (
+            obj.revisions.select_related("author").defer("document") if obj.revision > 1 else []
+        ),
+        "events": audit.history(obj.pk),
+    }
 
 
-def _act(request, pk, action):
+# The text box of each action that has one: kept, with the refusal beside it, when refused.
+_TYPED = {"approve": "comment", "reject": "reason"}
+
+
+def _act(request, pk, action, *, form: str = ""):
     obj = _visible_request(request, pk, people=False)
     try:
         message = action(obj)
         messages.success(request, message)
     except services.ActionRefused as exc:
+        if form:
+            page = _detail_context(request, _visible_request(request, pk))
+            if page[f"{form}_open"]:  # the form is still offered: show it again, as typed
+                page["refused"] = {
+                    "form": form,
+                    "message": exc.message,
+                    "text": request.POST.get(_TYPED[form], ""),
+                }
+                status = 400 if exc.code == "reason_required" else 409
+                return render(request, DETAIL, page, status=status)
         messages.error(request, exc.message)
     except DatabaseError:
         log.exception("Database error during %s", request.path)
@@ -230,7 +263,7 @@ def request_approve(request, pk):
         )
         return _submit_message(obj)
 
-    return _act(request, pk, act)
+    return _act(request, pk, act, form="approve")
 
 
 @require_POST
@@ -265,7 +298,7 @@ def request_reject(request, pk):
         )
         return "Request rejected."
 
-    return _act(request, pk, act)
+    return _act(request, pk, act, form="reject")
 
 
 @login_required

@@ -335,3 +335,112 @@ def test_vault_errors_at_approval(
     assert failed.error_code in code
     assert "Vault" in failed.error_message
     assert _connections_named(request.name) == []
+
+
+# ---------------------------------------------------------------------------
+# Failed requests: retried, or closed; what each page offers
+
+
+def _failed(request):
+    R.objects.filter(pk=request.pk).update(
+        status=R.FAILED, submit_attempts=1, error_code="InternalException", error_message="x"
+    )
+    return R.objects.get(pk=request.pk)
+
+
+def test_retry_refused_when_another_request_took_the_name(
+    pending, requester, approver, approver_client, make_document
+):
+    """A failed request gives its name up; once another request holds it, Retry says so."""
+    failed = _failed(pending)
+    services.request_create(requester=requester, document=make_document(name=pending.name))
+    with pytest.raises(services.ActionRefused) as info:
+        services.request_retry(request=failed, approver=approver, seen_hash=failed.document_hash)
+    assert info.value.code == "name_taken"
+    assert R.objects.get(pk=failed.pk).status == R.FAILED
+
+    url = reverse("request_retry", args=[failed.pk])
+    page = approver_client.post(url, {"document_hash": failed.document_hash}, follow=True)
+    text = page.content.decode()
+    assert "Another request here now uses this name" in text
+    assert "database connection was lost" not in text
+    assert _connections_named(pending.name) == []
+
+
+def test_failed_request_can_be_rejected_or_cancelled(pending, requester, approver, make_document):
+    failed = _failed(pending)
+    done = services.request_reject(request=failed, approver=approver, reason="partner gone")
+    assert (done.status, done.decision_comment) == (R.REJECTED, "partner gone")
+    other = services.request_create(requester=requester, document=make_document(name="other-1"))
+    done = services.request_cancel(request=_failed(other), actor=requester)
+    assert done.status == R.CANCELLED
+    assert _actions(other)[-1] == "connection.request.cancel"
+    for closed in (pending, other):  # and nothing more can happen to them
+        with pytest.raises(services.ActionRefused):
+            services.request_retry(request=closed, approver=approver, seen_hash="x")
+
+
+def test_cancelling_an_expired_request_records_the_expiry(pending, requester):
+    R.objects.filter(pk=pending.pk).update(expires_at=timezone.now())
+    with pytest.raises(services.ActionRefused) as info:
+        services.request_cancel(request=pending, actor=requester)
+    assert info.value.code == "expired"
+    assert R.objects.get(pk=pending.pk).status == R.EXPIRED
+    assert _actions(pending)[-1] == "connection.request.expire"
+
+
+def _buttons(client, request) -> set[str]:
+    page = client.get(reverse("request_detail", args=[request.pk])).content.decode()
+    labels = ("Edit", "Cancel request", "Approve and create connection", "Reject", "Retry")
+    return {label for label in labels if f">{label}" in page}
+
+
+def test_pages_offer_only_what_the_services_accept(
+    pending, approver_client, requester_client, settings
+):
+    assert _buttons(approver_client, pending) == {"Approve and create connection", "Reject"}
+    assert _buttons(requester_client, pending) == {"Edit", "Cancel request"}
+
+    R.objects.filter(pk=pending.pk).update(
+        status=R.SUBMITTING, submit_attempts=1, submit_started_at=timezone.now()
+    )
+    assert _buttons(approver_client, pending) == set()  # still running: no Retry yet
+    page = approver_client.get(reverse("request_detail", args=[pending.pk])).content.decode()
+    assert 'data-testid="in-progress"' in page
+    R.objects.filter(pk=pending.pk).update(
+        submit_started_at=timezone.now() - settings.SUBMIT_STALE_AFTER
+    )
+    assert _buttons(approver_client, pending) == {"Retry"}
+
+    _failed(pending)
+    assert _buttons(approver_client, pending) == {"Reject", "Retry"}
+    assert _buttons(requester_client, pending) == {"Cancel request"}
+
+
+def test_page_of_a_request_past_its_time_shows_it_expired(pending, approver_client):
+    R.objects.filter(pk=pending.pk).update(expires_at=timezone.now())
+    assert _buttons(approver_client, pending) == set()
+    assert R.objects.get(pk=pending.pk).status == R.EXPIRED
+    assert _actions(pending)[-1] == "connection.request.expire"
+
+
+def test_refused_decision_keeps_what_the_approver_typed(
+    pending, requester, approver_client, make_document
+):
+    seen = pending.document_hash
+    services.request_update(
+        request=pending, editor=requester, document=make_document("BASIC", name=pending.name)
+    )
+    url = reverse("request_approve", args=[pending.pk])
+    response = approver_client.post(url, {"document_hash": seen, "comment": "looks fine to me"})
+    assert response.status_code == 409
+    page = response.content.decode()
+    assert "looks fine to me</textarea>" in page
+    assert 'data-testid="approve-error"' in page and "changed after you opened it" in page
+    assert R.objects.get(pk=pending.pk).status == R.PENDING
+
+    url = reverse("request_reject", args=[pending.pk])
+    response = approver_client.post(url, {"reason": "   "})
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert 'data-testid="reject-error"' in page and "needs a reason" in page

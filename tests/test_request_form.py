@@ -8,6 +8,7 @@ from html.parser import HTMLParser
 
 import boto3
 import pytest
+from django.utils import timezone
 
 from connections_app import document as doc
 from connections_app import roles, services
@@ -753,13 +754,25 @@ def test_editing_by_another_user_is_refused(web, unique_name, user_factory, appr
     assert DocumentRevision.objects.filter(request=obj).count() == 1
 
 
-def test_a_request_no_longer_pending_cannot_be_edited(web, unique_name, requester):
+@pytest.mark.parametrize("ending", ["cancelled", "expired"])
+def test_a_request_no_longer_pending_cannot_be_edited(web, unique_name, requester, ending):
+    """Refused with a message, and what the requester typed comes back as typed."""
     obj = create(web, "API_KEY", unique_name)
-    services.request_cancel(request=obj, actor=requester)
-    response = web.post(f"/requests/{obj.pk}/edit/", form_data("API_KEY", unique_name))
-    assert response.status_code == 403
+    if ending == "cancelled":
+        services.request_cancel(request=obj, actor=requester)
+    else:
+        ConnectionRequest.objects.filter(pk=obj.pk).update(expires_at=timezone.now())
+    typed = form_data("API_KEY", unique_name, description="typed after the page was opened")
+    response = web.post(f"/requests/{obj.pk}/edit/", typed)
+    assert response.status_code == 400
+    assert response.context["form"].non_field_errors()
+    assert response.context["form"]["description"].value() == "typed after the page was opened"
     obj.refresh_from_db()
-    assert obj.revision == 1
+    assert (obj.revision, obj.status) == (1, ending)
+
+    opened = web.get(f"/requests/{obj.pk}/edit/", follow=True)
+    assert opened.redirect_chain == [(f"/requests/{obj.pk}/", 302)]
+    assert "Only a pending request can be edited." in opened.content.decode()
 
 
 # ---------------------------------------------------------------------------
