@@ -9,6 +9,12 @@ from django.utils import timezone
 
 from . import sql
 
+# A name is taken while a request for it may still become (or is) a connection; a connection
+# deleted in AWS (found so by a refresh) gives its name up.
+HOLDS_NAME = models.Q(status__in=["pending", "approved", "submitting"]) | (
+    models.Q(status="created") & ~models.Q(connection_state="DELETED")
+)
+
 
 class ConnectionRequest(models.Model):
     """A request for one EventBridge connection; `document` holds Vault references, never values."""
@@ -31,8 +37,7 @@ class ConnectionRequest(models.Model):
         (CANCELLED, "Cancelled"),
         (EXPIRED, "Expired"),
     ]
-    # A name is taken while a request for it may still become (or is) a connection.
-    NAME_HOLDING = (PENDING, APPROVED, SUBMITTING, CREATED)
+    HOLDS_NAME = HOLDS_NAME
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     name = models.CharField(max_length=64, db_index=True)
@@ -93,9 +98,7 @@ class ConnectionRequest(models.Model):
         ]
         constraints = [
             models.UniqueConstraint(
-                fields=["name"],
-                condition=models.Q(status__in=["pending", "approved", "submitting", "created"]),
-                name="one_live_request_per_name",
+                fields=["name"], condition=HOLDS_NAME, name="one_live_request_per_name"
             )
         ]
 

@@ -96,7 +96,7 @@ class _Checks:
 
 
 def _name_taken(name: str, exclude: ConnectionRequest | None) -> bool:
-    taken = R.objects.filter(name=name, status__in=R.NAME_HOLDING)
+    taken = R.objects.filter(R.HOLDS_NAME, name=name)
     if exclude is not None:
         taken = taken.exclude(pk=exclude.pk)
     return taken.exists()
@@ -659,7 +659,8 @@ def connection_refresh(*, request: ConnectionRequest, actor=None) -> ConnectionR
         request = R.objects.select_for_update().get(pk=request.pk)
         watched = ("connection_state", "state_reason", "connection_arn", "secret_arn")
         before = [getattr(request, name) for name in watched]
-        if found is None:
+        if found is None or found["ConnectionArn"] != request.connection_arn:
+            # Gone, or the name now belongs to another connection (made after this one went).
             request.connection_state = "DELETED"
             request.state_reason = "The connection no longer exists in AWS."
             request.state_checked_at = timezone.now()

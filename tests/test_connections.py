@@ -67,6 +67,23 @@ def test_refresh_records_a_connection_deleted_in_aws(created, approver_client):
     assert state == "DELETED"
 
 
+def test_a_connection_deleted_in_aws_gives_its_name_up(created, requester, approver, make_document):
+    boto3.client("events").delete_connection(Name=created.name)
+    with pytest.raises(services.DocumentInvalid):  # still held: nobody has refreshed yet
+        services.request_create(requester=requester, document=make_document(name=created.name))
+    services.connection_refresh(request=created, actor=approver)
+
+    again = services.request_create(requester=requester, document=make_document(name=created.name))
+    again = services.request_approve(
+        request=again, approver=approver, seen_hash=again.document_hash
+    )
+    assert again.status == R.CREATED and again.connection_arn != created.connection_arn
+    # The old request's name now belongs to the new connection: it stays deleted.
+    old = services.connection_refresh(request=R.objects.get(pk=created.pk), actor=approver)
+    assert (old.connection_state, old.connection_arn) == ("DELETED", created.connection_arn)
+    assert audit.verify_chain().ok
+
+
 def test_connections_page_lists_created_connections_with_state(created, approver_client):
     page = approver_client.get(reverse("connection_list")).content.decode()
     assert created.name in page and "AUTHORIZED" in page and created.connection_arn in page
