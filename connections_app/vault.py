@@ -5,6 +5,7 @@ Secret values read here live in memory for one call and are never logged, stored
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -17,6 +18,8 @@ import hvac.exceptions
 import requests
 from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
+
+log = logging.getLogger(__name__)
 
 
 class VaultError(Exception):
@@ -235,6 +238,7 @@ class _Client:
             self._client = None
             self._expires_at = None
 
+    @sensitive_variables()  # every Vault call passes here: the token in the frames below
     def call(self, fn):
         """Run fn(client); on 403 with a login method, log in once more and retry."""
         try:
@@ -489,12 +493,15 @@ def check_all(refs: list[Reference]) -> dict[Reference, SecretInfo | VaultError]
     return answers
 
 
+@sensitive_variables()
 def health() -> dict:
-    """Reachable, sealed, authenticated: no token or secret in the answer."""
+    """Reachable, sealed, authenticated: no token or secret in the answer. Never raises: an
+    anonymous probe must not be able to turn a misconfiguration into an error report."""
     status = {"reachable": False, "sealed": None, "authenticated": False}
     try:
         raw = _client._new().sys.read_health_status(method="GET")
-    except (requests.RequestException, VaultError):
+    except Exception as exc:  # noqa: BLE001
+        log.warning("Vault health check failed: %s", type(exc).__name__)
         return status
     body = raw if isinstance(raw, dict) else _json_or_empty(raw)
     status["reachable"] = True
@@ -506,6 +513,8 @@ def health() -> dict:
         status["authenticated"] = True
     except (hvac.exceptions.VaultError, VaultError, requests.RequestException):
         status["authenticated"] = False
+    except Exception as exc:  # noqa: BLE001 - a token no HTTP header can carry, say
+        log.warning("Vault token lookup failed: %s", type(exc).__name__)
     return status
 
 

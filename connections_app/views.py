@@ -464,7 +464,11 @@ def _health() -> tuple[bool, dict]:
 @require_GET
 def healthz(request):
     ok, body = _health()
-    return JsonResponse(body, status=200 if ok else 503)
+    response = JsonResponse(body, status=200 if ok else 503)
+    # A failing probe's 503 is its answer, not a server error: Django would log it as one,
+    # and mail the admins once per probe (a load balancer probes every few seconds).
+    response._has_been_logged = True
+    return response
 
 
 @login_required

@@ -149,6 +149,27 @@ def test_report_hides_a_vault_token_in_flight(settings, canaries):
     _assert_absent(report, token, token[:-1])
 
 
+def test_health_probe_with_such_a_token_answers_and_mails_nothing(settings, client, mailoutbox):
+    """/healthz is anonymous: a bad token must make it say "not authenticated", not mail a
+    report of hvac's frames (which hold the token) to the admins on every probe."""
+    settings.DEBUG = False
+    settings.ADMINS = [("ops", "ops@example.com")]
+    token = f"hvs.CANARYTOKEN{secrets.token_hex(8)}\u2026"
+    settings.VAULT_TOKEN = token
+    vault.reset_client()
+
+    response = client.get("/healthz")
+
+    assert response.status_code == 503
+    assert response.json()["vault"] == {
+        "reachable": True, "sealed": False, "authenticated": False, "ok": False
+    }  # fmt: skip
+    assert mailoutbox == []
+    report = _report(vault._client.call, lambda c: c.auth.token.lookup_self())
+    assert "UnicodeEncodeError" in report
+    _assert_absent(report, token, token[:-1])
+
+
 @pytest.fixture
 def approle_mount(bao_cli, settings):
     mount = f"approle-{uuid.uuid4().hex[:8]}"
