@@ -4,7 +4,8 @@ from django.urls import include, path
 
 from connections_app import throttle
 
-# Both sign-in pages count failed attempts (connections_app.throttle).
+# Both sign-in pages, and the old password on the change form, count failed attempts
+# (connections_app.throttle).
 admin.site.login_form = throttle.AdminLoginForm
 
 urlpatterns = [
@@ -13,6 +14,11 @@ urlpatterns = [
         "accounts/login/",
         auth_views.LoginView.as_view(authentication_form=throttle.LoginForm),
         name="login",
+    ),
+    path(
+        "accounts/password_change/",
+        throttle.PasswordChangeView.as_view(),
+        name="password_change",
     ),
     path("accounts/", include("django.contrib.auth.urls")),
     path("", include("connections_app.urls")),

@@ -12,6 +12,8 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth import forms as auth_forms
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import ValidationError
 from django.utils import timezone
@@ -48,6 +50,9 @@ def username_digest(username: str) -> str:
 
 def attempt_begin(*, username: str, address: str) -> LoginFailure:
     """Record an attempt as failed until it succeeds; raise Throttled when over a limit."""
+    # No address known (gunicorn on a Unix socket, say): all such attempts share one count,
+    # rather than escaping the per-address limit.
+    address = address or "unknown"
     now = timezone.now()
     window = settings.LOGIN_FAILURE_WINDOW
     LoginFailure.objects.filter(created_at__lt=now - window).delete()
@@ -56,10 +61,9 @@ def attempt_begin(*, username: str, address: str) -> LoginFailure:
     )
     earlier = LoginFailure.objects.filter(created_at__gte=now - window, id__lt=attempt.id)
     limits = [
-        (earlier.filter(username_digest=attempt.username_digest), settings.LOGIN_FAILURES_PER_USER)
+        (earlier.filter(username_digest=attempt.username_digest), settings.LOGIN_FAILURES_PER_USER),
+        (earlier.filter(address=address), settings.LOGIN_FAILURES_PER_ADDRESS),
     ]
-    if address:
-        limits.append((earlier.filter(address=address), settings.LOGIN_FAILURES_PER_ADDRESS))
     for failures, limit in limits:
         # Locked while `limit` failures lie within the window: until the limit-th newest leaves it.
         times = list(failures.order_by("-created_at").values_list("created_at", flat=True)[:limit])
@@ -84,6 +88,15 @@ def throttled_message(minutes: int) -> str:
     ) % {"minutes": minutes}
 
 
+def _begin(request, username: str) -> LoginFailure:
+    """attempt_begin for a form; over a limit, the form's error says for how long."""
+    try:
+        return attempt_begin(username=username, address=client_address(request) if request else "")
+    except Throttled as refused:
+        minutes = max(1, math.ceil(refused.retry_after.total_seconds() / 60))
+        raise ValidationError(throttled_message(minutes), code="throttled") from None
+
+
 class ThrottleMixin:
     """For AuthenticationForm and its subclasses: refuses before the password is checked."""
 
@@ -91,12 +104,7 @@ class ThrottleMixin:
         username = self.cleaned_data.get("username")
         if not username or not self.cleaned_data.get("password"):
             return super().clean()  # the field errors say what is missing
-        address = client_address(self.request) if self.request else ""
-        try:
-            attempt = attempt_begin(username=username, address=address)
-        except Throttled as refused:
-            minutes = max(1, math.ceil(refused.retry_after.total_seconds() / 60))
-            raise ValidationError(throttled_message(minutes), code="throttled") from None
+        attempt = _begin(self.request, username)
         cleaned = super().clean()  # a ValidationError leaves the attempt counted as failed
         attempt_succeeded(attempt)
         return cleaned
@@ -108,3 +116,25 @@ class LoginForm(ThrottleMixin, AuthenticationForm):
 
 class AdminLoginForm(ThrottleMixin, AdminAuthenticationForm):
     pass
+
+
+class PasswordChangeForm(auth_forms.PasswordChangeForm):
+    """Each old password tried counts as a sign-in: a stolen session must not let anyone
+    guess the account's password without limit."""
+
+    def __init__(self, user, *args, request=None, **kwargs):
+        self.request = request
+        super().__init__(user, *args, **kwargs)
+
+    def clean_old_password(self):
+        attempt = _begin(self.request, self.user.get_username())
+        old = super().clean_old_password()  # wrong: the attempt stays counted as failed
+        attempt_succeeded(attempt)
+        return old
+
+
+class PasswordChangeView(auth_views.PasswordChangeView):
+    form_class = PasswordChangeForm
+
+    def get_form_kwargs(self):
+        return {**super().get_form_kwargs(), "request": self.request}

@@ -436,6 +436,43 @@ def test_locked_after_twenty_failures_from_one_address(client, approver, setting
     assert response.status_code == 302 and _signed_in(client)
 
 
+def test_attempts_without_an_address_share_one_count(client, approver, settings):
+    """gunicorn on a Unix socket gives REMOTE_ADDR ""; such guesses must not escape the limit."""
+    for n in range(settings.LOGIN_FAILURES_PER_ADDRESS):
+        assert not _throttled(_sign_in(client, f"spray-{n}", "wrong", address=""))
+    response = _sign_in(client, approver.username, PASSWORD, address="")
+    assert _throttled(response) and not _signed_in(client)
+
+
+def test_old_password_guesses_on_the_change_form_are_throttled(client, approver, settings):
+    client.force_login(approver)
+    url = reverse("password_change")
+    new = {"new_password1": "An0ther-long-passphrase", "new_password2": "An0ther-long-passphrase"}
+
+    def refused(old_password) -> str:
+        response = client.post(url, {"old_password": old_password, **new}, REMOTE_ADDR="10.0.5.5")
+        assert response.status_code == 200  # the form again, password unchanged
+        return response.context["form"].errors.as_data()["old_password"][0].code
+
+    for _ in range(settings.LOGIN_FAILURES_PER_USER):
+        assert refused("wrong") == "password_incorrect"
+    assert refused(PASSWORD) == "throttled"
+    approver.refresh_from_db()
+    assert approver.check_password(PASSWORD)
+
+
+def test_password_change_still_works(client, approver):
+    client.force_login(approver)
+    new = "An0ther-long-passphrase"
+    response = client.post(
+        reverse("password_change"),
+        {"old_password": PASSWORD, "new_password1": new, "new_password2": new},
+    )
+    assert response.status_code == 302
+    approver.refresh_from_db()
+    assert approver.check_password(new)
+
+
 def test_lock_message_is_shown_on_the_form(client, approver):
     for _ in range(5):
         _sign_in(client, approver.username, "wrong")
