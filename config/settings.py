@@ -22,6 +22,9 @@ if _missing and not DEBUG:
 SECRET_KEY = env.str("SECRET_KEY", default="") or "dev-only-insecure-secret-key"
 # Keys the audit fingerprints; deliberately not SECRET_KEY (as Vault's audit devices do).
 AUDIT_HMAC_KEY = env.str("AUDIT_HMAC_KEY", default="") or "dev-only-insecure-audit-key"
+if AUDIT_HMAC_KEY == SECRET_KEY:
+    # Whoever rotates or leaks one must not have changed or leaked the other.
+    raise ImproperlyConfigured("AUDIT_HMAC_KEY must differ from SECRET_KEY.")
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])

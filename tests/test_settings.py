@@ -48,6 +48,12 @@ def test_production_refuses_missing_secrets(missing):
         assert name in done.stderr
 
 
+def test_audit_key_must_differ_from_secret_key():
+    done = _manage("check", env={**PROD_ENV, "AUDIT_HMAC_KEY": PROD_ENV["SECRET_KEY"]})
+    assert done.returncode != 0
+    assert "AUDIT_HMAC_KEY must differ from SECRET_KEY" in done.stderr
+
+
 def test_debug_runs_without_secrets():
     done = _manage("check", env={"DEBUG": "True", "DJANGO_SETTINGS_MODULE": "config.settings"})
     assert done.returncode == 0, done.stderr
