@@ -58,6 +58,16 @@ def add_row(page, prefix):
     params.get_by_role("button", name="Add row").click()
 
 
+def api_key_form(login, requester, name):
+    """The form, with a valid API_KEY request filled in up to its parameter rows."""
+    page = open_form(login, requester)
+    field_input(page, "name").fill(name)
+    choose(page, "API_KEY")
+    field_input(page, "apikey_name").fill("x-api-key")
+    field_input(page, "apikey_value").fill(API_KEY_REF)
+    return page
+
+
 def fill_row(row, key, value, *, secret=False):
     row.locator('input[name$="-key"]').fill(key)
     row.locator('input[name$="-value"]').fill(value)
@@ -124,11 +134,7 @@ def test_only_the_chosen_authorization_section_shows(login, requester):
 
 
 def test_parameter_rows_are_added_removed_and_saved(login, requester, unique_name):
-    page = open_form(login, requester)
-    field_input(page, "name").fill(unique_name)
-    choose(page, "API_KEY")
-    field_input(page, "apikey_name").fill("x-api-key")
-    field_input(page, "apikey_value").fill(API_KEY_REF)
+    page = api_key_form(login, requester, unique_name)
 
     headers = rows(page, "inv_header")
     expect(headers).to_have_count(1)
@@ -165,11 +171,7 @@ def test_parameter_rows_are_added_removed_and_saved(login, requester, unique_nam
 
 
 def test_rows_added_and_removed_do_not_count_toward_the_row_limit(login, requester, unique_name):
-    page = open_form(login, requester)
-    field_input(page, "name").fill(unique_name)
-    choose(page, "API_KEY")
-    field_input(page, "apikey_name").fill("x-api-key")
-    field_input(page, "apikey_value").fill(API_KEY_REF)
+    page = api_key_form(login, requester, unique_name)
     headers = rows(page, "inv_header")
     add = page.locator('fieldset.params[data-prefix="inv_header"] .add-row')
     add.evaluate("button => { for (let i = 0; i < 109; i++) button.click(); }")

@@ -643,9 +643,12 @@ def test_database_connection_lost_during_approval(
     assert audit.verify_chain().ok
     assert connections_named(request.name) == 1  # AWS did create it
     assert lost.elapsed < budget
+    # Until SUBMIT_STALE_AFTER has passed the attempt may still be running: no Retry yet.
+    detail = client.get(reverse("request_detail", args=[request.pk])).content.decode()
+    assert "Retry submission" not in detail and 'data-testid="in-progress"' in detail
+    settings.SUBMIT_STALE_AFTER = dt.timedelta(0)
     detail = client.get(reverse("request_detail", args=[request.pk])).content.decode()
     assert "Retry submission" in detail
-    settings.SUBMIT_STALE_AFTER = dt.timedelta(0)
     client.post(
         reverse("request_retry", args=[request.pk]), {"document_hash": request.document_hash}
     )
