@@ -281,6 +281,10 @@ def verify_range(
             # One snapshot for every chunk and the head, without a cursor held open.
             with connection.cursor() as cursor:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        if after == 0:  # the walk below starts at id 1: a row below it would go unseen
+            stray = AuditEvent.objects.filter(id__lt=1).order_by("id").values_list("id")[:1]
+            if stray:
+                return broken(stray[0][0], "it lies outside the chain (event ids start at 1)")
         for rows in _messages(after, up_to, chunk):
             for seq, prev_hash, digest, message in rows:
                 if seq != expected:
@@ -295,12 +299,32 @@ def verify_range(
                 prev = digest
                 expected += 1
         last = expected - 1
-        if up_to is None:
-            head = AuditChainHead.objects.filter(id=1).first()
-            last_seq, last_hash = (head.last_seq, head.last_hash) if head else (0, GENESIS)
-            if last_seq != last or last_hash != prev:
-                return broken(last_seq or None, "events at the end of the chain are missing")
+        if up_to is None and (problem := _end_problem(last, prev, marks)):
+            return broken(*problem)
     return ChainResult(True, last - after, last_seq=last, last_hash=prev)
+
+
+def _end_problem(last: int, last_hash: str, marks: dict) -> tuple[int, str] | None:
+    """Does the chain end where the head, and every checkpoint, say it must?"""
+    if marks and max(marks) > last:
+        return last + 1, (
+            f"a checkpoint recorded event {max(marks)}, but the chain ends at {last}: "
+            "events were removed from its end"
+        )
+    head = AuditChainHead.objects.filter(id=1).first()
+    if head is None:
+        if last == 0:
+            return None
+        return last, "the chain's head record is missing"
+    if head.last_seq > last:
+        return last + 1, f"events {last + 1} to {head.last_seq} are missing from the chain's end"
+    if head.last_seq < last:
+        return head.last_seq + 1, (
+            f"events {head.last_seq + 1} to {last} were added after the head, out of band"
+        )
+    if head.last_hash != last_hash:
+        return last, "its hash differs from the one the chain's head records"
+    return None
 
 
 def _in_outer_transaction() -> bool:
@@ -494,8 +518,8 @@ def verify_up_to(event: AuditEvent, *, limit: int | None) -> tuple[ChainResult |
         "covered_by": above,
     }
     if below is not None and below.seq == event.id:
-        ok = below.hash == event.hash
-        return ChainResult(ok, 0, None if ok else event.id, "" if ok else "hash differs"), start
+        # The checkpoint vouches for the stored hash; the event's content must still match it.
+        return verify_range(after=event.id - 1, after_hash=event.prev_hash, up_to=event.id), start
     if limit is not None and start["distance"] > limit:
         return None, start
     after_hash = below.hash if below else GENESIS

@@ -139,3 +139,43 @@ def test_redacted_events_hold_no_canary(chain, canaries):
     assert "hmac-sha256:" in text
     for value in canaries.values():
         assert value not in text
+
+
+def _insert_sealed(seq: int, prev_hash: str, created_at) -> None:
+    """An out-of-band event hashed exactly as append() would hash it."""
+    fields = dict(
+        id=seq, created_at=created_at, actor_id=None, actor_username="mallory",
+        action="connection.request.approve", request_id=None, connection_name="",
+        outcome="approved", arn="", connection_state="", data={},
+    )  # fmt: skip
+    audit.seal(fields, prev_hash)
+    sql.insert(AuditEvent, [fields])
+
+
+def test_tail_cut_off_with_the_head_rewound_is_caught(chain):
+    call_command("verify_audit_chain")  # leaves a checkpoint at event 6
+    _drop_trigger()
+    sql.execute("DELETE FROM connections_app_auditevent WHERE id > 3")
+    audit.advance_head(3, chain[2].hash)
+    with pytest.raises(CommandError, match="broken at event 4: a checkpoint recorded event 6"):
+        call_command("verify_audit_chain")
+
+
+def test_row_below_the_first_position_is_caught(chain):
+    _insert_sealed(-7, audit.GENESIS, chain[0].created_at)
+    with pytest.raises(CommandError, match="broken at event -7: it lies outside the chain"):
+        call_command("verify_audit_chain")
+
+
+def test_correctly_hashed_row_after_the_head_is_caught(chain):
+    _insert_sealed(7, chain[-1].hash, chain[-1].created_at)
+    with pytest.raises(CommandError, match="broken at event 7: events 7 to 7 were added after"):
+        call_command("verify_audit_chain")
+
+
+def test_missing_head_is_caught(chain):
+    from connections_app.models import AuditChainHead
+
+    sql.execute(f"DELETE FROM {sql.table(AuditChainHead)}")  # noqa: S608
+    with pytest.raises(CommandError, match="broken at event 6: the chain's head record is missing"):
+        call_command("verify_audit_chain")

@@ -471,10 +471,19 @@ def test_chain_status_from_a_checkpoint(auditor_client, generated):
     call_command("verify_audit_chain", stdout=io.StringIO())
     checkpoint = AuditCheckpoint.objects.get()
     assert checkpoint.seq == generated[0].id and checkpoint.hash == generated[0].hash
-    # The checkpoint's own event: nothing left to verify.
+    # The checkpoint's own event: only its content is checked against the checkpoint.
     response = _detail(auditor_client, generated[0].id)
-    assert response.context["chain"].ok and response.context["chain"].checked == 0
+    assert response.context["chain"].ok and response.context["chain"].checked == 1
     assert "this event is that checkpoint" in response.content.decode()
+    _disable_trigger()
+    sql.execute(
+        "UPDATE connections_app_auditevent SET outcome = 'forged' WHERE id = %s",
+        [generated[0].id],
+    )
+    response = _detail(auditor_client, generated[0].id)
+    assert not response.context["chain"].ok
+    assert response.context["chain"].reason == "its content does not match its hash"
+    assert 'data-testid="chain-broken"' in response.content.decode()
 
 
 def test_chain_status_after_a_checkpoint_and_tampering(auditor_client, generated):
