@@ -51,7 +51,9 @@ def _where(model, where: dict) -> tuple[str, list]:
 def select(model, *, fields: tuple[str, ...] = (), order_by: str = "", **where) -> list:
     """Model instances of the rows matching `where` (as in `update`), with only `fields` loaded
     (default: every concrete field), ordered by one column (`-name`: descending)."""
-    chosen = [model._meta.get_field(name) for name in fields] or model._meta.concrete_fields
+    # In the model's own field order: from_db() assigns the values in that order.
+    wanted = {model._meta.get_field(name) for name in fields}
+    chosen = [field for field in model._meta.concrete_fields if not wanted or field in wanted]
     columns = ", ".join(connection.ops.quote_name(field.column) for field in chosen)
     try:
         condition, params = _where(model, where)

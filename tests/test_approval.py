@@ -444,3 +444,8 @@ def test_refused_decision_keeps_what_the_approver_typed(
     assert response.status_code == 400
     page = response.content.decode()
     assert 'data-testid="reject-error"' in page and "needs a reason" in page
+
+
+def test_request_page_history_names_each_step_and_its_actor(pending, requester, approver_client):
+    page = approver_client.get(reverse("request_detail", args=[pending.pk])).content.decode()
+    assert f"<code>connection.request.create</code> by {requester.username} (success)" in page

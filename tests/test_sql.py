@@ -35,6 +35,15 @@ def test_select_loads_chosen_fields_in_order(requester):
     rows = sql.select(R, fields=("id", "name"), order_by="-name", requester_id=requester.pk)
     assert [r.name for r in rows] == ["c-req", "b-req", "a-req"]
     assert "status" in rows[0].get_deferred_fields()
+    # Asked for in another order than the model's, each value still lands in its own field.
+    (row,) = sql.select(R, fields=("document_hash", "name", "id"), name="b-req")
+    assert (row.name, row.document_hash, row.id) == (
+        "b-req",
+        "b-req",
+        R.objects.get(name="b-req").pk,
+    )
+    (row,) = sql.select(R, fields=("authorization_type", "status"), name="a-req")
+    assert (row.status, row.authorization_type) == ("pending", "API_KEY")
 
 
 def test_update_counts_rows_and_honours_greater_than(filed):
