@@ -238,6 +238,21 @@ FIELD_PATHS = {
 class RequestForms:
     """The main form and its six parameter formsets, validated and converted as one unit."""
 
+    max_rows = MAX_ROWS
+
+    @classmethod
+    def with_row_added(cls, data, prefix: str) -> RequestForms:
+        """The no-JavaScript "Add row": the form as posted, with one more empty row under
+        `prefix` (up to MAX_ROWS), shown without errors."""
+        data = data.copy()
+        key = f"{prefix}-TOTAL_FORMS"
+        if any(prefix == known for known, _, _ in PARAMETER_LISTS) and key in data:
+            count = int(data[key]) if data[key].isdigit() else MAX_ROWS
+            data[key] = str(min(count + 1, MAX_ROWS))
+        forms = cls(data)
+        forms.suppress_errors()
+        return forms
+
     def __init__(self, data=None, *, initial: dict | None = None):
         initial = initial or {}
         self.form = ConnectionRequestForm(data, initial=initial.get("form"))

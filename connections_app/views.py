@@ -114,29 +114,20 @@ def request_edit(request, pk):
 def _request_form(request, obj: ConnectionRequest | None):
     checks = {}
     if request.method == "POST":
-        forms = RequestForms(request.POST)
-        if "_check" in request.POST:
+        if "_add_row" in request.POST:
+            # Without JavaScript: the form again as typed, with one more row and no errors yet.
+            forms = RequestForms.with_row_added(request.POST, request.POST["_add_row"])
+        elif "_check" in request.POST:
+            forms = RequestForms(request.POST)
             # Only the references are checked: a half-filled form shows no other errors yet.
             checks = _reference_checks(forms)
             forms.suppress_errors()
-        elif forms.is_valid():
-            document = forms.to_document()
-            try:
-                if obj is None:
-                    obj = services.request_create(requester=request.user, document=document)
-                    messages.success(request, f"Request “{obj.name}” saved; it awaits approval.")
-                else:
-                    obj = services.request_update(
-                        request=obj, editor=request.user, document=document
-                    )
-                    messages.success(
-                        request, f"Request “{obj.name}” updated (revision {obj.revision})."
-                    )
-                return redirect("request_detail", pk=obj.pk)
-            except services.DocumentInvalid as exc:
-                forms.add_issues(exc.issues)
-            except services.ActionRefused as exc:
-                forms.form.add_error(None, exc.message)
+        else:
+            forms = RequestForms(request.POST)
+            if forms.is_valid():
+                saved = _save_request(request, forms, obj)
+                if saved is not None:
+                    return redirect("request_detail", pk=saved.pk)
     else:
         initial = (
             initial_from_document(obj.document) if obj else {"form": {"oauth_http_method": "POST"}}
@@ -148,6 +139,24 @@ def _request_form(request, obj: ConnectionRequest | None):
         {"forms": forms, "form": forms.form, "obj": obj, "checks": checks},
         status=400 if request.method == "POST" and forms.has_errors() else 200,
     )
+
+
+def _save_request(request, forms: RequestForms, obj: ConnectionRequest | None):
+    """File or update the request; None, with the problems put on the form, if refused."""
+    document = forms.to_document()
+    try:
+        if obj is None:
+            obj = services.request_create(requester=request.user, document=document)
+            messages.success(request, f"Request “{obj.name}” saved; it awaits approval.")
+        else:
+            obj = services.request_update(request=obj, editor=request.user, document=document)
+            messages.success(request, f"Request “{obj.name}” updated (revision {obj.revision}).")
+        return obj
+    except services.DocumentInvalid as exc:
+        forms.add_issues(exc.issues)
+    except services.ActionRefused as exc:
+        forms.form.add_error(None, exc.message)
+    return None
 
 
 @require_POST

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from html.parser import HTMLParser
 
@@ -203,7 +204,7 @@ def test_new_request_form_shows_every_field(web):
     assert response.status_code == 200
     html = response.content.decode()
     for label in LABELS:
-        assert f">{label}</label>" in html, label
+        assert f">{label}</label>" in html or f"<legend>{label}</legend>" in html, label
     for prefix in PREFIXES:
         assert f'name="{prefix}-TOTAL_FORMS"' in html
     rendered = _FormState(html).values
@@ -548,6 +549,30 @@ def test_several_errors_at_once_all_come_back(web, unique_name):
 
 # ---------------------------------------------------------------------------
 # Checking references without saving
+
+
+def test_add_row_without_javascript_keeps_everything_and_stops_at_the_limit(web, unique_name):
+    data = form_data(
+        "API_KEY", unique_name, rows={"inv_header": [("X-Token", HEADER_TOKEN_REF, True)]}
+    )
+    data.pop("_save")
+    data["_add_row"] = "inv_header"
+
+    response = web.post("/requests/new/", data)
+
+    assert response.status_code == 200 and not ConnectionRequest.objects.exists()
+    assert not response.context["forms"].has_errors()
+    assert response.context["forms"].formsets["inv_header"].total_form_count() == 2
+    shown = _FormState(response.content.decode()).values
+    assert shown["inv_header-TOTAL_FORMS"] == "2"
+    assert (shown["inv_header-0-key"], shown["inv_header-0-value"]) == ("X-Token", HEADER_TOKEN_REF)
+    assert shown["inv_header-1-key"] == "" and shown["apikey_value"] == API_KEY_REF
+
+    data["inv_header-TOTAL_FORMS"] = "100"
+    response = web.post("/requests/new/", data)
+    assert response.context["forms"].formsets["inv_header"].total_form_count() == 100
+    page = response.content.decode()
+    assert re.search(r'<button[^>]*value="inv_header"[^>]*disabled', page)
 
 
 def test_check_all_references_shows_versions_and_saves_nothing(web, unique_name):

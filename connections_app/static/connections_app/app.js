@@ -7,11 +7,14 @@ document.addEventListener("DOMContentLoaded", () => {
     form.addEventListener("click", (event) => {
       const add = event.target.closest(".add-row");
       if (add) {
+        event.preventDefault(); // in place, instead of the server round trip used without JS
         const fieldset = add.closest(".params");
         const total = fieldset.querySelector('input[name$="-TOTAL_FORMS"]');
+        if (Number(total.value) >= Number(add.dataset.max)) return;
         const html = fieldset.querySelector(".row-template").innerHTML.replaceAll("__prefix__", total.value);
         fieldset.querySelector(".rows").insertAdjacentHTML("beforeend", html);
         total.value = String(Number(total.value) + 1);
+        add.disabled = Number(total.value) >= Number(add.dataset.max);
         return;
       }
       const remove = event.target.closest(".remove-row");
@@ -19,6 +22,7 @@ document.addEventListener("DOMContentLoaded", () => {
         const fieldset = remove.closest(".params");
         remove.closest(".param-row").remove();
         renumber(fieldset);
+        fieldset.querySelector(".add-row").disabled = false;
         return;
       }
       const check = event.target.closest(".check-ref");
