@@ -275,30 +275,32 @@ class RequestForms:
         return [(prefix, title, self.formsets[prefix]) for prefix, _, title in PARAMETER_LISTS]
 
     def to_document(self) -> dict:
+        """The request document. With errors on the form: built from what did clean (the rest
+        left blank), so that the document's own checks can still be run on it."""
         data = self.form.cleaned_data
-        kind = data["authorization_type"]
-        document: dict = {"Name": data["name"], "AuthorizationType": kind}
+        kind = data.get("authorization_type", "")
+        document: dict = {"Name": data.get("name", ""), "AuthorizationType": kind}
         if data.get("description"):
             document["Description"] = data["description"]
         auth: dict = {}
         if kind == "BASIC":
             auth["BasicAuthParameters"] = {
-                "Username": data["basic_username"],
-                "Password": data["basic_password"],
+                "Username": data.get("basic_username", ""),
+                "Password": data.get("basic_password", ""),
             }
         elif kind == "API_KEY":
             auth["ApiKeyAuthParameters"] = {
-                "ApiKeyName": data["apikey_name"],
-                "ApiKeyValue": data["apikey_value"],
+                "ApiKeyName": data.get("apikey_name", ""),
+                "ApiKeyValue": data.get("apikey_value", ""),
             }
-        else:
+        elif kind:
             oauth = {
                 "ClientParameters": {
-                    "ClientID": data["oauth_client_id"],
-                    "ClientSecret": data["oauth_client_secret"],
+                    "ClientID": data.get("oauth_client_id", ""),
+                    "ClientSecret": data.get("oauth_client_secret", ""),
                 },
-                "AuthorizationEndpoint": data["oauth_endpoint"],
-                "HttpMethod": data["oauth_http_method"],
+                "AuthorizationEndpoint": data.get("oauth_endpoint", ""),
+                "HttpMethod": data.get("oauth_http_method", ""),
             }
             auth["OAuthParameters"] = oauth
             if data.get("oauth_resource_arn"):
@@ -312,7 +314,7 @@ class RequestForms:
                 continue
             rows = []
             for index, row in enumerate(self.formsets[prefix].forms):
-                if not row.cleaned_data or row.is_blank():
+                if not row.cleaned_data or row.errors or row.is_blank():
                     continue
                 doc_path = "AuthParameters." + ".".join(path) + f"[{len(rows)}]"
                 self._row_map[doc_path] = (prefix, index)
@@ -337,8 +339,9 @@ class RequestForms:
             document["KmsKeyIdentifier"] = data["kms_key"]
         return document
 
-    def add_issues(self, issues: list[doc.Issue]) -> None:
-        """Put each document problem next to the field it is about."""
+    def add_issues(self, issues: list[doc.Issue], *, beside_errors: bool = True) -> None:
+        """Put each document problem next to the field it is about (`beside_errors` False: not
+        where the field already shows an error of its own)."""
         for issue in issues:
             error = ValidationError(issue.message, code=issue.code)
             path = issue.path
@@ -346,22 +349,29 @@ class RequestForms:
                 row_path, _, leaf = path.rpartition(".")
                 if row_path in self._row_map and leaf in ("Key", "Value"):
                     prefix, index = self._row_map[row_path]
-                    self.formsets[prefix].forms[index].add_error(leaf.lower(), error)
+                    self._add(
+                        self.formsets[prefix].forms[index], leaf.lower(), error, beside_errors
+                    )
                     continue
                 list_path = path.split("[")[0]
                 for prefix, lpath, _ in PARAMETER_LISTS:
                     if list_path.endswith(".".join(lpath)):
-                        self.formsets[prefix]._non_form_errors = self.formsets[prefix].error_class(
-                            [error.message]
-                        )
+                        formset = self.formsets[prefix]
+                        if beside_errors or not formset.non_form_errors():
+                            formset._non_form_errors = formset.error_class([error.message])
                         break
                 else:
-                    self.form.add_error(None, error)
+                    self._add(self.form, None, error, beside_errors)
                 continue
             if path.startswith("InvocationHttpParameters") or path.endswith("Parameters"):
-                self.form.add_error(None, error)
+                self._add(self.form, None, error, beside_errors)
                 continue
-            self.form.add_error(FIELD_PATHS.get(path), error)
+            self._add(self.form, FIELD_PATHS.get(path), error, beside_errors)
+
+    @staticmethod
+    def _add(form, field, error, beside_errors: bool) -> None:
+        if beside_errors or not form.has_error(field or "__all__"):
+            form.add_error(field, error)
 
     def has_errors(self) -> bool:
         return bool(self.form.errors) or any(

@@ -128,6 +128,9 @@ def _request_form(request, obj: ConnectionRequest | None):
                 saved = _save_request(request, forms, obj)
                 if saved is not None:
                     return redirect("request_detail", pk=saved.pk)
+            else:
+                # The document's own checks on what did clean: every problem in one round.
+                forms.add_issues(doc.validate(forms.to_document()), beside_errors=False)
     else:
         initial = (
             initial_from_document(obj.document) if obj else {"form": {"oauth_http_method": "POST"}}

@@ -551,6 +551,26 @@ def test_several_errors_at_once_all_come_back(web, unique_name):
 # Checking references without saving
 
 
+def test_every_problem_shows_in_the_first_round(web):
+    """A row's own error must not hide the document's checks on the fields that did clean."""
+    data = form_data(
+        "BASIC",
+        "bad name!",
+        description="d" * 600,
+        basic_username="",
+        rows={"inv_header": [("X-Token", "not a reference", True), ("bad key:", "v", False)]},
+    )
+    response = web.post("/requests/new/", data)
+    assert response.status_code == 400
+    assert row_codes(response, "inv_header", 0, "value") == ["secret_missing_key"]
+    assert field_codes(response, "name") == ["invalid_characters"]
+    assert field_codes(response, "description")  # too long, from either check
+    assert field_codes(response, "basic_username") == ["required"]  # once, not twice
+    assert row_codes(response, "inv_header", 1, "key")
+    assert not response.context["form"].non_field_errors()
+    assert_entered_back(response, data)
+
+
 def test_add_row_without_javascript_keeps_everything_and_stops_at_the_limit(web, unique_name):
     data = form_data(
         "API_KEY", unique_name, rows={"inv_header": [("X-Token", HEADER_TOKEN_REF, True)]}
