@@ -409,7 +409,7 @@ def events_filtered(
         start = datetime.combine(since, time.min, tzinfo=UTC)
         first = AuditEvent.objects.filter(created_at__gte=start).order_by("created_at", "id")
         qs = qs.filter(id__gte=Subquery(first.values("id")[:1]))
-    if until is not None:
+    if until is not None and until < date.max:  # the last day there is: no upper bound
         end = datetime.combine(until + timedelta(days=1), time.min, tzinfo=UTC)
         last = AuditEvent.objects.filter(created_at__lt=end).order_by("-created_at", "-id")
         qs = qs.filter(id__lte=Subquery(last.values("id")[:1]))

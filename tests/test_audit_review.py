@@ -242,6 +242,12 @@ def test_date_range_outside_the_log_is_empty(auditor_client, generated):
     assert _walk(auditor_client, f"since={after}") == []
 
 
+def test_the_first_and_last_days_there_are_are_valid_bounds(auditor_client, generated):
+    everything = [e.id for e in generated]
+    assert _walk(auditor_client, "since=0001-01-01&until=9999-12-31") == everything
+    assert auditor_client.get("/audit/export.csv?until=9999-12-31").status_code == 200
+
+
 def test_action_with_one_day(auditor_client, generated):
     action = "connection.vault.resolve"
     for day in _days(generated)[1:4]:
