@@ -609,15 +609,50 @@ def secret_uses(data: dict) -> list[dict]:
     ]
 
 
+_USE_FIELDS = ("path", "reference", "version", "fingerprint")
+
+
+def verify_secret_uses(chunk: int = 5000) -> ChainResult:
+    """The secret-use index against the events' data it is derived from: the data is hashed,
+    the index is not, so a row removed, altered or added there shows only here."""
+    # Canonical JSON has no spaces: every event with a fingerprinted leaf contains this.
+    marked = AuditEvent.objects.filter(data__contains=f'"fingerprint":"{FINGERPRINT_PREFIX}')
+    events = marked.order_by("id").values_list("id", "data")
+    checked, after = 0, 0
+    while rows := list(events.filter(id__gt=after)[:chunk]):
+        stored: dict[int, list[tuple]] = {}
+        uses = AuditSecretUse.objects.filter(event_id__in=[row[0] for row in rows])
+        for event_id, *use in uses.values_list("event_id", *_USE_FIELDS):
+            stored.setdefault(event_id, []).append(tuple(use))
+        for event_id, data in rows:
+            expected = [tuple(use[f] for f in _USE_FIELDS) for use in secret_uses(json.loads(data))]
+            if sorted(stored.get(event_id, []), key=repr) != sorted(expected, key=repr):
+                return ChainResult(False, checked, event_id, "its secret-use index rows differ")
+            checked += 1
+        after = rows[-1][0]
+    stray = AuditSecretUse.objects.exclude(event_id__in=marked.values("id")).order_by("event_id")
+    if first := stray.values_list("event_id", flat=True).first():
+        return ChainResult(False, checked, first, "secret-use index rows name no such secret")
+    return ChainResult(True, checked)
+
+
 def secret_uses_page(
-    *, fingerprint: str = "", reference: str = "", before: int | None = None, size: int = 50
+    *,
+    fingerprint: str = "",
+    reference: str = "",
+    version: int | None = None,
+    before: int | None = None,
+    size: int = 50,
 ) -> tuple[list[dict], int | None]:
     """Events using one fingerprint (where a value was reused) or one reference (when its value
-    changed), newest first by keyset on the event id, each with its matching secret leaves and
-    whether the fingerprint differs from the next older row's."""
+    changed; with `version`, only where that version was read), newest first by keyset on the
+    event id, each with its matching secret leaves and whether the fingerprint differs from the
+    next older row's."""
     uses = AuditSecretUse.objects.filter(
         **({"fingerprint": fingerprint} if fingerprint else {"reference": reference})
     )
+    if version is not None and not fingerprint:
+        uses = uses.filter(version=version)
     ids = uses.order_by("-event_id").values_list("event_id", flat=True).distinct()
     if before is not None:
         ids = ids.filter(event_id__lt=before)

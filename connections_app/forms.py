@@ -501,6 +501,14 @@ class SecretUseForm(forms.Form):
 
     def clean(self):
         data = super().clean()
+        data["version"] = None
+        if data.get("reference"):  # as request pages show it: mount/path#key, maybe @version
+            try:
+                leaf = doc.make_reference(data["reference"])
+            except vault.InvalidReference as exc:
+                self.add_error("reference", exc.message)
+            else:
+                data["reference"], data["version"] = leaf["vault"], leaf["version"]
         if not self.errors and bool(data.get("fingerprint")) == bool(data.get("reference")):
             raise forms.ValidationError("Give either a fingerprint or a Vault reference.")
         return data

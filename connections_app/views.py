@@ -429,9 +429,14 @@ def audit_secret_uses(request):
         return render(request, "connections_app/audit_secret_uses.html", {"form": form}, status=400)
     data = form.cleaned_data
     rows, older = audit.secret_uses_page(
-        fingerprint=data["fingerprint"], reference=data["reference"], before=data["before"]
+        fingerprint=data["fingerprint"],
+        reference=data["reference"],
+        version=data["version"],
+        before=data["before"],
     )
     key = "fingerprint" if data["fingerprint"] else "reference"
+    if data["version"] is not None and key == "reference":
+        data["reference"] += f"@{data['version']}"  # the next page asks the same question
     return render(
         request,
         "connections_app/audit_secret_uses.html",

@@ -685,12 +685,54 @@ def test_secret_uses_pages_by_event(settings, auditor_client):
     assert audit.secret_uses_page(fingerprint=fingerprint)[0]
 
 
+def test_reference_search_takes_the_form_request_pages_show(auditor_client, resolved_pair):
+    """`mount/path#key@version`, as copied from a request page: that version's reads only."""
+    use = AuditSecretUse.objects.order_by("event_id").first()
+    found = [
+        [row["event"].id for row in rows]
+        for rows, _ in (
+            audit.secret_uses_page(reference=use.reference),
+            audit.secret_uses_page(reference=use.reference, version=use.version),
+            audit.secret_uses_page(reference=use.reference, version=use.version + 1),
+        )
+    ]
+    assert use.event_id in found[0] and found[1] == found[0] and found[2] == []
+    response = auditor_client.get(
+        reverse("audit_secret_uses"), {"reference": f"{use.reference}@{use.version}"}
+    )
+    assert response.status_code == 200
+    assert [row["event"].id for row in response.context["rows"]] == found[1]
+
+
+def test_verify_checks_the_secret_use_index(resolved_pair):
+    assert audit.verify_secret_uses().ok
+    call_command("verify_audit_chain", stdout=io.StringIO())
+    first = AuditSecretUse.objects.order_by("event_id").first()
+    for tamper in (
+        lambda: AuditSecretUse.objects.filter(pk=first.pk).update(fingerprint="hmac-sha256:0"),
+        lambda: AuditSecretUse.objects.filter(pk=first.pk).delete(),
+        lambda: AuditSecretUse.objects.create(
+            event_id=1, path="x", reference="s/x#y", version=1, fingerprint="hmac-sha256:0"
+        ),
+    ):
+        saved = list(AuditSecretUse.objects.values())
+        tamper()
+        result = audit.verify_secret_uses()
+        assert not result.ok and result.bad_event in (first.event_id, 1), result
+        with pytest.raises(CommandError, match="secret-use index is wrong at event"):
+            call_command("verify_audit_chain", stdout=io.StringIO())
+        AuditSecretUse.objects.all().delete()
+        AuditSecretUse.objects.bulk_create([AuditSecretUse(**row) for row in saved])
+    assert audit.verify_secret_uses().ok
+
+
 @pytest.mark.parametrize(
     ("params", "words"),
     [
         ({"fingerprint": "md5:abc"}, "hmac-sha256: and 64 hex digits"),
         ({}, "either a fingerprint or a Vault reference"),
-        ({"fingerprint": "hmac-sha256:" + "a" * 64, "reference": "x#y"}, "either a fingerprint"),
+        ({"fingerprint": "hmac-sha256:" + "a" * 64, "reference": "s/x#y"}, "either a fingerprint"),
+        ({"reference": "secret/x"}, "Add the key after"),
     ],
 )
 def test_secret_uses_bad_input(auditor_client, params, words):
