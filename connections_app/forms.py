@@ -50,6 +50,7 @@ class ConnectionRequestForm(forms.Form):
         choices=TYPE_CHOICES,
         widget=forms.RadioSelect,
         help_text="<code>AuthorizationType</code>: how EventBridge signs in to the partner API.",
+        error_messages={"required": "Choose an authorization type."},
     )
     basic_username = _text("Username", "BasicAuthParameters.Username")
     basic_password = _ref_field("Password", "BasicAuthParameters.Password")

@@ -84,7 +84,8 @@ def _check_view(answer: vault.SecretInfo | vault.VaultError) -> dict:
         "mount": answer.mount,
         "kv_version": answer.kv_version,
         "version": answer.version,
-        "updated": answer.updated,
+        # Vault gives nanoseconds ("2026-11-28T14:14:54.064483808Z"): to the second is enough.
+        "updated": answer.updated[:19].replace("T", " ") + " UTC" if answer.updated else None,
     }
 
 
@@ -203,6 +204,7 @@ def _detail_context(request, obj: ConnectionRequest) -> dict:
         "obj": obj,
         "document": doc.redact(obj.document),
         "references": references,
+        "unresolved": sum(1 for item in references if not item.get("check", {"ok": True})["ok"]),
         "can_decide": can_decide,
         # The actions offered are those the services would accept now.
         "edit_open": is_owner and obj.status == R.PENDING,

@@ -131,6 +131,13 @@ def test_request_page_shows_the_version_each_reference_resolves_to_now(
     # The requester sees the references, not a live check.
     assert _resolves_now(requester_client.get(url).content.decode()) == []
 
+    assert 'data-testid="unresolved"' not in approver_client.get(url).content.decode()
+    bao_cli("kv", "metadata", "delete", path)  # gone since the request was filed
+    page = approver_client.get(url).content.decode()
+    assert "1 of the secret references above does not resolve now" in page
+    (header,) = _resolves_now(page)  # the secret header still resolves, shown to the second
+    assert re.search(r"updated \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$", header), header
+
 
 def test_queue_pages_oldest_first(requester, approver_client, make_document):
     from django.utils import timezone

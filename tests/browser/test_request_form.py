@@ -290,6 +290,12 @@ def test_check_shows_version_or_error_never_the_value(login, requester, canaries
     for name, value in canaries.items():
         assert value not in seen, f"canary {name} shown by Check"
 
+    # A plain row's value is no reference: its Check says so instead of asking Vault.
+    row = rows(page, "inv_header").nth(0)
+    fill_row(row, "X-Plain", "plain-value")
+    row.get_by_role("button", name="Check").click()
+    expect(row.locator(".check-result")).to_have_text(re.compile("Only a secret row's value"))
+
 
 def test_approver_approves_in_browser_and_connection_is_created(
     login, requester, approver, make_document

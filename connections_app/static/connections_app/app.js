@@ -62,6 +62,11 @@ function renumber(fieldset) {
 async function checkReference(form, button) {
   const input = document.getElementById(button.dataset.target);
   const out = document.getElementById("check-" + button.value);
+  const secret = button.closest(".param-row")?.querySelector('input[name$="-is_secret"]');
+  if (secret && !secret.checked) {
+    out.textContent = "Only a secret row's value is a Vault reference; this one is sent as typed.";
+    return;
+  }
   const body = new FormData();
   body.append("reference", input.value);
   body.append("csrfmiddlewaretoken", form.querySelector("[name=csrfmiddlewaretoken]").value);
