@@ -596,17 +596,35 @@ def _same_leaf(old, new) -> bool:
 
 
 def secret_uses(data: dict) -> list[dict]:
-    """Every fingerprinted secret leaf of an event's document, as AuditSecretUse fields."""
-    return [
-        {
-            "path": path,
-            "reference": leaf["vault"],
-            "version": leaf.get("version"),
-            "fingerprint": leaf["fingerprint"],
-        }
-        for path, leaf in flatten(data.get("document") or {})
-        if is_secret_leaf(leaf) and leaf.get("fingerprint")
-    ]
+    """Every fingerprinted secret leaf of an event's document, as AuditSecretUse fields (paths
+    as flatten() writes them). Walks only into dicts and lists: verifying runs this per event."""
+    uses = []
+
+    def walk(node, path: str) -> None:
+        if isinstance(node, dict):
+            if is_secret_leaf(node):
+                if node.get("fingerprint"):
+                    uses.append(
+                        {
+                            "path": path,
+                            "reference": node["vault"],
+                            "version": node.get("version"),
+                            "fingerprint": node["fingerprint"],
+                        }
+                    )
+                return
+            for key, value in node.items():
+                if isinstance(value, dict | list):
+                    walk(value, f"{path}.{key}" if path else key)
+        else:
+            for i, item in enumerate(node):
+                if isinstance(item, dict | list):
+                    walk(item, f"{path}[{i}]")
+
+    document = data.get("document")
+    if isinstance(document, dict):
+        walk(document, "")
+    return uses
 
 
 _USE_FIELDS = ("path", "reference", "version", "fingerprint")
@@ -614,25 +632,27 @@ _USE_FIELDS = ("path", "reference", "version", "fingerprint")
 
 def verify_secret_uses(chunk: int = 5000) -> ChainResult:
     """The secret-use index against the events' data it is derived from: the data is hashed,
-    the index is not, so a row removed, altered or added there shows only here."""
+    the index is not, so a row removed, altered or added there shows only here. Both are read
+    in event order and merged."""
     # Canonical JSON has no spaces: every event with a fingerprinted leaf contains this.
     marked = AuditEvent.objects.filter(data__contains=f'"fingerprint":"{FINGERPRINT_PREFIX}')
-    events = marked.order_by("id").values_list("id", "data")
-    checked, after = 0, 0
-    while rows := list(events.filter(id__gt=after)[:chunk]):
-        stored: dict[int, list[tuple]] = {}
-        uses = AuditSecretUse.objects.filter(event_id__in=[row[0] for row in rows])
-        for event_id, *use in uses.values_list("event_id", *_USE_FIELDS):
-            stored.setdefault(event_id, []).append(tuple(use))
-        for event_id, data in rows:
-            expected = [tuple(use[f] for f in _USE_FIELDS) for use in secret_uses(json.loads(data))]
-            if sorted(stored.get(event_id, []), key=repr) != sorted(expected, key=repr):
-                return ChainResult(False, checked, event_id, "its secret-use index rows differ")
-            checked += 1
-        after = rows[-1][0]
-    stray = AuditSecretUse.objects.exclude(event_id__in=marked.values("id")).order_by("event_id")
-    if first := stray.values_list("event_id", flat=True).first():
-        return ChainResult(False, checked, first, "secret-use index rows name no such secret")
+    events = marked.order_by("id").values_list("id", "data").iterator(chunk_size=chunk)
+    uses = AuditSecretUse.objects.order_by("event_id").values_list("event_id", *_USE_FIELDS)
+    uses = uses.iterator(chunk_size=chunk)
+    pending, checked = next(uses, None), 0
+    for event_id, data in events:
+        stored = []
+        while pending is not None and pending[0] <= event_id:
+            if pending[0] < event_id:
+                return ChainResult(False, checked, pending[0], "index rows name no such secret")
+            stored.append(pending[1:])
+            pending = next(uses, None)
+        expected = [tuple(use[f] for f in _USE_FIELDS) for use in secret_uses(json.loads(data))]
+        if sorted(stored, key=repr) != sorted(expected, key=repr):
+            return ChainResult(False, checked, event_id, "its secret-use index rows differ")
+        checked += 1
+    if pending is not None:
+        return ChainResult(False, checked, pending[0], "index rows name no such secret")
     return ChainResult(True, checked)
 
 
