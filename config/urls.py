@@ -4,11 +4,12 @@ from django.urls import include, path
 
 from connections_app import throttle
 
-# Both sign-in pages, and the old password on the change form, count failed attempts
-# (connections_app.throttle).
+# Both sign-in pages, and the old password on both password change forms, count failed
+# attempts (connections_app.throttle).
 admin.site.login_form = throttle.AdminLoginForm
 
 urlpatterns = [
+    path("admin/password_change/", admin.site.admin_view(throttle.admin_password_change)),
     path("admin/", admin.site.urls),
     path(
         "accounts/login/",

@@ -635,10 +635,15 @@ def verify_secret_uses(chunk: int = 5000) -> ChainResult:
     the index is not, so a row removed, altered or added there shows only here. Both are read
     in event order and merged."""
     # Canonical JSON has no spaces: every event with a fingerprinted leaf contains this.
-    marked = AuditEvent.objects.filter(data__contains=f'"fingerprint":"{FINGERPRINT_PREFIX}')
+    # Up to the newest event now: an event and its index rows commit together, so both reads
+    # see the same events below that bound, whatever is appended meanwhile.
+    top = AuditEvent.objects.aggregate(top=Max("id"))["top"] or 0
+    marked = AuditEvent.objects.filter(
+        id__lte=top, data__contains=f'"fingerprint":"{FINGERPRINT_PREFIX}'
+    )
     events = marked.order_by("id").values_list("id", "data").iterator(chunk_size=chunk)
-    uses = AuditSecretUse.objects.order_by("event_id").values_list("event_id", *_USE_FIELDS)
-    uses = uses.iterator(chunk_size=chunk)
+    uses = AuditSecretUse.objects.filter(event_id__lte=top).order_by("event_id")
+    uses = uses.values_list("event_id", *_USE_FIELDS).iterator(chunk_size=chunk)
     pending, checked = next(uses, None), 0
     for event_id, data in events:
         stored = []

@@ -248,7 +248,7 @@ class RequestForms:
         data = data.copy()
         key = f"{prefix}-TOTAL_FORMS"
         if any(prefix == known for known, _, _ in PARAMETER_LISTS) and key in data:
-            count = int(data[key]) if data[key].isdigit() else MAX_ROWS
+            count = int(data[key]) if data[key].isdecimal() and data[key].isascii() else MAX_ROWS
             data[key] = str(min(count + 1, MAX_ROWS))
         forms = cls(data)
         forms.suppress_errors()

@@ -213,6 +213,7 @@ def _update(*, request: ConnectionRequest, editor, document: dict) -> Connection
 
 def request_cancel(*, request: ConnectionRequest, actor) -> ConnectionRequest:
     _expire_now(request)
+    _refuse_if_made(request)
     return _cancel(request=request, actor=actor)
 
 
@@ -309,7 +310,28 @@ def _check_approver(request: ConnectionRequest, user) -> None:
 
 def request_reject(*, request: ConnectionRequest, approver, reason: str) -> ConnectionRequest:
     _expire_now(request)
+    _refuse_if_made(request)
     return _reject(request=request, approver=approver, reason=reason)
+
+
+def _refuse_if_made(request: ConnectionRequest) -> None:
+    """A failed attempt may have created the connection after all (a timeout, a lost answer):
+    closing the request would leave it untracked. Retry adopts it instead."""
+    if request.status != R.FAILED:
+        return
+    try:
+        found = eventbridge.describe_connection(request.name)
+    except eventbridge.EventBridgeError as exc:
+        raise ActionRefused(
+            f"AWS could not be asked whether this request's connection exists ({exc.message}); "
+            "try again.",
+            code="aws_unknown",
+        ) from None
+    if found is not None and _adopt_or_conflict(request, found).adopted:
+        raise ActionRefused(
+            "This request's connection exists in AWS after all: Retry adopts it.",
+            code="connection_exists",
+        )
 
 
 @transaction.atomic
@@ -659,7 +681,10 @@ def connection_refresh(*, request: ConnectionRequest, actor=None) -> ConnectionR
         request = R.objects.select_for_update().get(pk=request.pk)
         watched = ("connection_state", "state_reason", "connection_arn", "secret_arn")
         before = [getattr(request, name) for name in watched]
-        if found is None or found["ConnectionArn"] != request.connection_arn:
+        moved_on = (
+            request.connection_arn and found and found["ConnectionArn"] != request.connection_arn
+        )
+        if found is None or moved_on:
             # Gone, or the name now belongs to another connection (made after this one went).
             request.connection_state = "DELETED"
             request.state_reason = "The connection no longer exists in AWS."

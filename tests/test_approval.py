@@ -380,6 +380,26 @@ def test_failed_request_can_be_rejected_or_cancelled(pending, requester, approve
             services.request_retry(request=closed, approver=approver, seen_hash="x")
 
 
+def test_a_failed_request_whose_connection_exists_is_not_closed(pending, requester, approver):
+    """A timeout may hide a create that worked: closing would leave that connection untracked."""
+    boto3.client("events").create_connection(
+        Name=pending.name,
+        Description=f"partner API {pending.marker}",
+        AuthorizationType="API_KEY",
+        AuthParameters={"ApiKeyAuthParameters": {"ApiKeyName": "k", "ApiKeyValue": "v"}},
+    )
+    failed = _failed(pending)
+    for close in (
+        lambda: services.request_reject(request=failed, approver=approver, reason="gone"),
+        lambda: services.request_cancel(request=failed, actor=requester),
+    ):
+        with pytest.raises(services.ActionRefused) as info:
+            close()
+        assert info.value.code == "connection_exists"
+    done = services.request_retry(request=failed, approver=approver, seen_hash=failed.document_hash)
+    assert done.status == R.CREATED and _actions(pending)[-1] == "connection.create.adopt"
+
+
 def test_cancelling_an_expired_request_records_the_expiry(pending, requester):
     R.objects.filter(pk=pending.pk).update(expires_at=timezone.now())
     with pytest.raises(services.ActionRefused) as info:

@@ -84,6 +84,15 @@ def test_a_connection_deleted_in_aws_gives_its_name_up(created, requester, appro
     assert audit.verify_chain().ok
 
 
+def test_refresh_fills_in_an_arn_never_recorded(created, approver):
+    """Rows created while describe_connection said "not found" may hold no ARN: the connection
+    AWS has under that name is theirs, not a sign that theirs was deleted."""
+    R.objects.filter(pk=created.pk).update(connection_arn="")
+    refreshed = services.connection_refresh(request=R.objects.get(pk=created.pk), actor=approver)
+    assert refreshed.connection_state == "AUTHORIZED"
+    assert refreshed.connection_arn == created.connection_arn
+
+
 def test_connections_page_lists_created_connections_with_state(created, approver_client):
     page = approver_client.get(reverse("connection_list")).content.decode()
     assert created.name in page and "AUTHORIZED" in page and created.connection_arn in page

@@ -461,6 +461,23 @@ def test_old_password_guesses_on_the_change_form_are_throttled(client, approver,
     assert approver.check_password(PASSWORD)
 
 
+def test_old_password_guesses_on_the_admin_change_form_are_throttled(admin_user, settings):
+    from django.test import Client
+
+    client = Client()
+    client.force_login(admin_user)
+    page = client.get("/admin/password_change/")
+    assert page.status_code == 200 and "Django site admin" in page.content.decode()
+    new = {"new_password1": "An0ther-long-passphrase", "new_password2": "An0ther-long-passphrase"}
+    codes = []
+    for old in ["wrong"] * settings.LOGIN_FAILURES_PER_USER + [PASSWORD]:
+        response = client.post("/admin/password_change/", {"old_password": old, **new})
+        codes.append(response.context["form"].errors.as_data()["old_password"][0].code)
+    assert codes[-1] == "throttled" and set(codes[:-1]) == {"password_incorrect"}
+    admin_user.refresh_from_db()
+    assert admin_user.check_password(PASSWORD)
+
+
 def test_password_change_still_works(client, approver):
     client.force_login(approver)
     new = "An0ther-long-passphrase"

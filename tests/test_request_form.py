@@ -588,6 +588,9 @@ def test_add_row_without_javascript_keeps_everything_and_stops_at_the_limit(web,
     assert (shown["inv_header-0-key"], shown["inv_header-0-value"]) == ("X-Token", HEADER_TOKEN_REF)
     assert shown["inv_header-1-key"] == "" and shown["apikey_value"] == API_KEY_REF
 
+    data["inv_header-TOTAL_FORMS"] = "²"  # a digit to str.isdigit(), not to int()
+    assert web.post("/requests/new/", data).status_code == 200
+
     data["inv_header-TOTAL_FORMS"] = "100"
     response = web.post("/requests/new/", data)
     assert response.context["forms"].formsets["inv_header"].total_form_count() == 100
