@@ -679,7 +679,14 @@ def connection_refresh(*, request: ConnectionRequest, actor=None) -> ConnectionR
     found = eventbridge.describe_connection(request.name)
     with transaction.atomic():
         request = R.objects.select_for_update().get(pk=request.pk)
-        watched = ("connection_state", "state_reason", "connection_arn", "secret_arn")
+        watched = (
+            "connection_state",
+            "state_reason",
+            "connection_arn",
+            "secret_arn",
+            "connection_modified_at",  # changed in AWS's console, say
+            "last_authorized_at",
+        )
         before = [getattr(request, name) for name in watched]
         moved_on = (
             request.connection_arn and found and found["ConnectionArn"] != request.connection_arn

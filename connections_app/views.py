@@ -10,9 +10,8 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
 from django.db import DatabaseError, connection
-from django.db.models import F
+from django.db.models import F, Q
 from django.http import Http404, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -175,6 +174,7 @@ def reference_check(request):
 @login_required
 @permission_required(CAN_REQUEST, raise_exception=True)
 def request_mine(request):
+    services.requests_expire_due()  # as the queue does: none shows pending past its time
     objs = R.objects.filter(requester=request.user).order_by("-created_at")
     return render(request, "connections_app/request_list.html", {"requests": objs})
 
@@ -319,22 +319,36 @@ def request_reject(request, pk):
 @permission_required(CAN_APPROVE, raise_exception=True)
 def approval_queue(request):
     services.requests_expire_due()
-    # Oldest first, a page at a time: a long queue must not make every visit slower. Rows as
-    # plain values: approvers reload this page all day.
-    pending = (
-        R.objects.filter(status=R.PENDING)
-        .order_by("created_at", "id")
-        .values("pk", "name", "authorization_type", "created_at", "requester_id")
-        .annotate(requester_name=F("requester__username"))
+    # Oldest first, a page at a time: a long queue must not make every visit slower. Pages
+    # follow the last request shown (?after=id), not a position: deciding requests on one page
+    # shrinks the queue, and a page number would then skip the ones it moved up. Rows as plain
+    # values: approvers reload this page all day.
+    waiting = R.objects.filter(status=R.PENDING).order_by("created_at", "id")
+    pending = waiting
+    after = request.GET.get("after", "")
+    after = int(after) if after.isdecimal() and len(after) < 19 else None
+    anchor = R.objects.filter(pk=after).values_list("created_at", flat=True).first()
+    if anchor is not None:
+        pending = pending.filter(Q(created_at__gt=anchor) | Q(created_at=anchor, id__gt=after))
+    rows = list(
+        pending.values("pk", "name", "authorization_type", "created_at", "requester_id").annotate(
+            requester_name=F("requester__username")
+        )[: QUEUE_PAGE_SIZE + 1]
     )
-    pending = Paginator(pending, QUEUE_PAGE_SIZE).get_page(request.GET.get("page"))
     failed = R.objects.filter(status__in=(R.FAILED, R.SUBMITTING)).only(
         "name", "status", "error_message"
     )
     return render(
         request,
         "connections_app/approval_queue.html",
-        {"pending": pending, "failed": failed, "me": request.user.pk},
+        {
+            "pending": rows[:QUEUE_PAGE_SIZE],
+            "waiting": waiting.count(),
+            "newer": rows[QUEUE_PAGE_SIZE - 1]["pk"] if len(rows) > QUEUE_PAGE_SIZE else None,
+            "paged": anchor is not None,
+            "failed": failed,
+            "me": request.user.pk,
+        },
     )
 
 

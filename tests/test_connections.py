@@ -93,6 +93,28 @@ def test_refresh_fills_in_an_arn_never_recorded(created, approver):
     assert refreshed.connection_arn == created.connection_arn
 
 
+def test_command_follows_a_connection_being_deleted(created):
+    R.objects.filter(pk=created.pk).update(connection_state="DELETING")
+    boto3.client("events").delete_connection(Name=created.name)
+    out = StringIO()
+    call_command("refresh_connection_states", stdout=out)
+    assert f"{created.name}: DELETED" in out.getvalue()
+
+
+def test_my_requests_show_expiry_and_deleted_connections(
+    created, requester, requester_client, make_document, approver
+):
+    waiting = services.request_create(
+        requester=requester, document=make_document(name=created.name + "-w")
+    )
+    R.objects.filter(pk=waiting.pk).update(expires_at=waiting.created_at)
+    boto3.client("events").delete_connection(Name=created.name)
+    services.connection_refresh(request=created, actor=approver)
+    page = requester_client.get(reverse("request_mine")).content.decode()
+    assert "Pending approval" not in page and "Expired" in page
+    assert "Created <small>(deleted in AWS)</small>" in page
+
+
 def test_connections_page_lists_created_connections_with_state(created, approver_client):
     page = approver_client.get(reverse("connection_list")).content.decode()
     assert created.name in page and "AUTHORIZED" in page and created.connection_arn in page
@@ -160,12 +182,20 @@ def test_queue_pages_oldest_first(requester, approver_client, make_document):
           expires_at=timezone.now() + timedelta(days=1))
         for i in range(size + 1)
     )  # fmt: skip
-    first = approver_client.get(reverse("approval_queue")).content.decode()
-    second = approver_client.get(reverse("approval_queue") + "?page=2").content.decode()
-    assert "queued-000" in first and f"queued-{size - 1:03d}" in first
-    assert f"queued-{size:03d}" not in first
-    assert f"queued-{size:03d}" in second and "queued-000" not in second
-    assert f"{size + 1} waiting" in first and "Page 2 of 2" in second
+    url = reverse("approval_queue")
+    first = approver_client.get(url)
+    page = first.content.decode()
+    assert "queued-000" in page and f"queued-{size - 1:03d}" in page
+    assert f"queued-{size:03d}" not in page and f"{size + 1} waiting" in page
+    newer = first.context["newer"]
+    assert newer == R.objects.get(name=f"queued-{size - 1:03d}").pk
+
+    # The approver decides the oldest request, then asks for the next page: nothing is skipped.
+    R.objects.filter(name="queued-000").update(status=R.REJECTED)
+    second = approver_client.get(f"{url}?after={newer}").content.decode()
+    assert f"queued-{size:03d}" in second and f"queued-{size - 1:03d}" not in second
+    assert f"{size} waiting" in second and 'href="?after=' not in second
+    assert approver_client.get(f"{url}?after=abc").status_code == 200
 
 
 @pytest.mark.parametrize(
