@@ -595,36 +595,51 @@ def _same_leaf(old, new) -> bool:
     return asked.get("version") in (None, read.get("version"))
 
 
-def secret_uses(data: dict) -> list[dict]:
-    """Every fingerprinted secret leaf of an event's document, as AuditSecretUse fields (paths
-    as flatten() writes them). Walks only into dicts and lists: verifying runs this per event."""
-    uses = []
+def secret_leaves(document) -> list[tuple[tuple, dict]]:
+    """(path, leaf) for every secret leaf of a document (a reference, redacted or not), in a
+    stable order. Only dicts and lists are walked into: verifying the index runs this per
+    event. (document.secret_leaves; here because document imports this module.)"""
+    found = []
 
-    def walk(node, path: str) -> None:
+    def walk(node, path):
         if isinstance(node, dict):
             if is_secret_leaf(node):
-                if node.get("fingerprint"):
-                    uses.append(
-                        {
-                            "path": path,
-                            "reference": node["vault"],
-                            "version": node.get("version"),
-                            "fingerprint": node["fingerprint"],
-                        }
-                    )
+                found.append((path, node))
                 return
-            for key, value in node.items():
-                if isinstance(value, dict | list):
-                    walk(value, f"{path}.{key}" if path else key)
+            items = [(key, node[key]) for key in sorted(node)]
         else:
-            for i, item in enumerate(node):
-                if isinstance(item, dict | list):
-                    walk(item, f"{path}[{i}]")
+            items = enumerate(node)
+        for key, value in items:
+            if isinstance(value, dict | list):
+                walk(value, (*path, key))
 
+    walk(document, ())
+    return found
+
+
+def path_text(path: tuple) -> str:
+    """("A", "B", 0, "C") -> "A.B[0].C", as flatten() writes paths."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+def secret_uses(data: dict) -> list[dict]:
+    """Every fingerprinted secret leaf of an event's document, as AuditSecretUse fields."""
     document = data.get("document")
-    if isinstance(document, dict):
-        walk(document, "")
-    return uses
+    if not isinstance(document, dict):
+        return []
+    return [
+        {
+            "path": path_text(path),
+            "reference": leaf["vault"],
+            "version": leaf.get("version"),
+            "fingerprint": leaf["fingerprint"],
+        }
+        for path, leaf in secret_leaves(document)
+        if leaf.get("fingerprint")
+    ]
 
 
 _USE_FIELDS = ("path", "reference", "version", "fingerprint")

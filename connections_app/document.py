@@ -10,7 +10,7 @@ import copy
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -88,21 +88,9 @@ def document_hash(document: dict) -> str:
 # Walking secret leaves
 
 
-def secret_leaves(document: dict) -> Iterator[tuple[tuple, dict]]:
-    """(path, reference) for every secret leaf, in a stable order."""
-
-    def walk(node, path):
-        if isinstance(node, dict):
-            if is_reference(node):
-                yield path, node
-                return
-            for key in sorted(node):
-                yield from walk(node[key], (*path, key))
-        elif isinstance(node, list):
-            for i, item in enumerate(node):
-                yield from walk(item, (*path, i))
-
-    yield from walk(document, ())
+# The one walk over secret leaves, shared with the audit's secret-use index.
+secret_leaves = audit.secret_leaves
+path_text = audit.path_text
 
 
 def _replace(document: dict, path: tuple, value) -> None:
@@ -110,13 +98,6 @@ def _replace(document: dict, path: tuple, value) -> None:
     for part in path[:-1]:
         node = node[part]
     node[path[-1]] = value
-
-
-def path_text(path: tuple) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
-    return out
 
 
 # ---------------------------------------------------------------------------

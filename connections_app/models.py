@@ -117,15 +117,17 @@ class ConnectionRequest(models.Model):
         return found
 
     @property
+    def stale_at(self):
+        """When a submission still running must have died (None if none is running)."""
+        if self.status != self.SUBMITTING or self.submit_started_at is None:
+            return None
+        return self.submit_started_at + settings.SUBMIT_STALE_AFTER
+
+    @property
     def retryable(self) -> bool:
         """Failed, or left submitting long enough that its attempt must have died."""
-        if self.status == self.FAILED:
-            return True
-        return (
-            self.status == self.SUBMITTING
-            and self.submit_started_at is not None
-            and self.submit_started_at <= timezone.now() - settings.SUBMIT_STALE_AFTER
-        )
+        stale_at = self.stale_at
+        return self.status == self.FAILED or (stale_at is not None and stale_at <= timezone.now())
 
     @property
     def marker(self) -> str:

@@ -256,7 +256,7 @@ def _expire_if_due(request: ConnectionRequest) -> bool:
 CLOSABLE = (R.PENDING, R.FAILED)
 
 
-def expire_if_due(request: ConnectionRequest) -> ConnectionRequest:
+def expire_overdue(request: ConnectionRequest) -> ConnectionRequest:
     """The request, expired first if it is pending past its time (pages show it as it is)."""
     if request.status == R.PENDING and request.expires_at <= timezone.now():
         _expire_now(request)
@@ -672,6 +672,17 @@ def _connection_data(request: ConnectionRequest) -> dict:
 # Connection state refresh
 
 
+# A refresh that changes any of these is recorded.
+_REFRESH_WATCHED = (
+    "connection_state",
+    "state_reason",
+    "connection_arn",
+    "secret_arn",
+    "connection_modified_at",  # changed in AWS's console, say
+    "last_authorized_at",
+)
+
+
 def connection_refresh(*, request: ConnectionRequest, actor=None) -> ConnectionRequest:
     """describe_connection, and an audit event when anything changed."""
     if request.status != R.CREATED:
@@ -679,15 +690,7 @@ def connection_refresh(*, request: ConnectionRequest, actor=None) -> ConnectionR
     found = eventbridge.describe_connection(request.name)
     with transaction.atomic():
         request = R.objects.select_for_update().get(pk=request.pk)
-        watched = (
-            "connection_state",
-            "state_reason",
-            "connection_arn",
-            "secret_arn",
-            "connection_modified_at",  # changed in AWS's console, say
-            "last_authorized_at",
-        )
-        before = [getattr(request, name) for name in watched]
+        before = [getattr(request, name) for name in _REFRESH_WATCHED]
         moved_on = (
             request.connection_arn and found and found["ConnectionArn"] != request.connection_arn
         )
@@ -699,7 +702,7 @@ def connection_refresh(*, request: ConnectionRequest, actor=None) -> ConnectionR
         else:
             _apply_connection(request, found)
         request.save()
-        after = [getattr(request, name) for name in watched]
+        after = [getattr(request, name) for name in _REFRESH_WATCHED]
         if after != before:
             audit.record(
                 action="connection.state.refresh",

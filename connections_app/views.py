@@ -102,7 +102,7 @@ def request_edit(request, pk):
     if obj.requester_id != request.user.pk:
         raise services.ActionRefused("Only the requester can edit a request.", code="not_owner")
     if request.method != "POST":
-        obj = services.expire_if_due(obj)
+        obj = services.expire_overdue(obj)
         if obj.status != R.PENDING:
             messages.error(request, "Only a pending request can be edited.")
             return redirect("request_detail", pk=pk)
@@ -184,7 +184,7 @@ DETAIL = "connections_app/request_detail.html"
 
 @login_required
 def request_detail(request, pk):
-    obj = services.expire_if_due(_visible_request(request, pk))
+    obj = services.expire_overdue(_visible_request(request, pk))
     return render(request, DETAIL, _detail_context(request, obj))
 
 
@@ -212,9 +212,6 @@ def _detail_context(request, obj: ConnectionRequest) -> dict:
         "approve_open": can_decide and obj.status == R.PENDING,
         "reject_open": can_decide and obj.status in services.CLOSABLE,
         "retry_open": can_decide and obj.retryable,
-        "stale_after": obj.submit_started_at + settings.SUBMIT_STALE_AFTER
-        if obj.status == R.SUBMITTING and obj.submit_started_at
-        else None,
         # Listed only from the second revision on; their documents are not shown.
         "revisions": (
             obj.revisions.select_related("author").defer("document") if obj.revision > 1 else []

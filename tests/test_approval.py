@@ -30,6 +30,16 @@ def _actions(request):
     )
 
 
+def _connection_in_aws(name, description):
+    """A connection made outside this request's approval (a lost answer, or by hand)."""
+    boto3.client("events").create_connection(
+        Name=name,
+        Description=description,
+        AuthorizationType="API_KEY",
+        AuthParameters={"ApiKeyAuthParameters": {"ApiKeyName": "k", "ApiKeyValue": "v"}},
+    )
+
+
 def _connections_named(name):
     return [
         c for c in boto3.client("events").list_connections()["Connections"] if c["Name"] == name
@@ -250,12 +260,7 @@ def test_endpoint_timeout_then_retry_adopts(pending, approver, moto, monkeypatch
 
 def test_stale_submitting_is_reconciled(pending, approver, settings):
     """A crash after create_connection: the row says submitting; the retry adopts the connection."""
-    boto3.client("events").create_connection(
-        Name=pending.name,
-        Description=f"partner API {pending.marker}",
-        AuthorizationType="API_KEY",
-        AuthParameters={"ApiKeyAuthParameters": {"ApiKeyName": "k", "ApiKeyValue": "v"}},
-    )
+    _connection_in_aws(pending.name, f"partner API {pending.marker}")
     R.objects.filter(pk=pending.pk).update(
         status=R.SUBMITTING,
         submit_attempts=1,
@@ -279,12 +284,7 @@ def test_fresh_submitting_is_not_retried(pending, approver):
 
 
 def test_foreign_connection_is_a_conflict_left_alone(pending, approver):
-    boto3.client("events").create_connection(
-        Name=pending.name,
-        Description="made by hand",
-        AuthorizationType="API_KEY",
-        AuthParameters={"ApiKeyAuthParameters": {"ApiKeyName": "k", "ApiKeyValue": "v"}},
-    )
+    _connection_in_aws(pending.name, "made by hand")
     R.objects.filter(pk=pending.pk).update(status=R.FAILED, submit_attempts=1)
     failed = services.request_retry(
         request=pending, approver=approver, seen_hash=pending.document_hash
@@ -382,12 +382,7 @@ def test_failed_request_can_be_rejected_or_cancelled(pending, requester, approve
 
 def test_a_failed_request_whose_connection_exists_is_not_closed(pending, requester, approver):
     """A timeout may hide a create that worked: closing would leave that connection untracked."""
-    boto3.client("events").create_connection(
-        Name=pending.name,
-        Description=f"partner API {pending.marker}",
-        AuthorizationType="API_KEY",
-        AuthParameters={"ApiKeyAuthParameters": {"ApiKeyName": "k", "ApiKeyValue": "v"}},
-    )
+    _connection_in_aws(pending.name, f"partner API {pending.marker}")
     failed = _failed(pending)
     for close in (
         lambda: services.request_reject(request=failed, approver=approver, reason="gone"),
