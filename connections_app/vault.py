@@ -446,18 +446,23 @@ _readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="vault-read")
 @sensitive_variables()
 def read_all(refs: list[Reference]) -> dict[Reference, Resolution]:
     """Read many references: each secret version once, different secrets in parallel."""
+    return {
+        ref: _pick(ref, secret) for group, secret in _each_secret(refs, _fetch) for ref in group
+    }
+
+
+@sensitive_variables()
+def _each_secret(refs: list[Reference], fetch) -> list[tuple[list[Reference], object]]:
+    """fetch(path, version) once for each secret version the references name (different ones
+    in parallel), with the references that name it."""
     groups: dict[tuple[str, int | None], list[Reference]] = {}
-    for ref in refs:
+    for ref in dict.fromkeys(refs):
         groups.setdefault((ref.path, ref.version), []).append(ref)
     if len(groups) > 1:
-        secrets = list(_readers.map(lambda key: _fetch(*key), groups))
+        results = list(_readers.map(lambda key: fetch(*key), groups))
     else:
-        secrets = [_fetch(*key) for key in groups]
-    return {
-        ref: _pick(ref, secret)
-        for refs_, secret in zip(groups.values(), secrets, strict=True)
-        for ref in refs_
-    }
+        results = [fetch(*key) for key in groups]
+    return list(zip(groups.values(), results, strict=True))
 
 
 def check(ref: Reference) -> SecretInfo:
@@ -472,19 +477,15 @@ def check(ref: Reference) -> SecretInfo:
 def check_all(refs: list[Reference]) -> dict[Reference, SecretInfo | VaultError]:
     """check() of many references: each secret version read once, different ones in parallel;
     for each reference its answer, or the error it raised. The values are dropped here."""
-    groups: dict[tuple[str, int | None], list[Reference]] = {}
-    for ref in dict.fromkeys(refs):
-        groups.setdefault((ref.path, ref.version), []).append(ref)
 
-    def fetch(key):
+    def fetch(path, version):
         try:
-            return _fetch(*key)
+            return _fetch(path, version)
         except VaultError as exc:
             return exc
 
-    secrets = _readers.map(fetch, groups) if len(groups) > 1 else map(fetch, groups)
     answers: dict[Reference, SecretInfo | VaultError] = {}
-    for group, secret in zip(groups.values(), secrets, strict=True):
+    for group, secret in _each_secret(refs, fetch):
         for ref in group:
             try:
                 answers[ref] = secret if isinstance(secret, VaultError) else _pick(ref, secret).info
