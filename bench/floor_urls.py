@@ -14,7 +14,7 @@ from django.urls import path
 from django.views.decorators.http import require_POST
 
 from config.urls import handler403, urlpatterns  # noqa: F401 - the app's pages stay
-from connections_app import audit, sql
+from connections_app import audit
 from connections_app.models import ConnectionRequest
 from connections_app.roles import CAN_APPROVE
 
@@ -35,13 +35,13 @@ def empty(request):
 @login_required
 def floor(request, pk):
     _may_approve(request)
-    obj = ConnectionRequest.load(pk)
+    obj = ConnectionRequest.objects.get(pk=pk)
     event = dict(actor=request.user, request=obj, data={"bench": "floor"})
     with transaction.atomic():
-        sql.update(ConnectionRequest, {"updated_at": obj.updated_at}, id=pk)
+        ConnectionRequest.objects.select_for_update().get(pk=pk).save(update_fields=["updated_at"])
         audit.append([dict(event, action="bench.floor.claim")])
     with transaction.atomic():
-        sql.update(ConnectionRequest, {"updated_at": obj.updated_at}, id=pk)
+        ConnectionRequest.objects.filter(pk=pk).update(updated_at=obj.updated_at)
         audit.append([dict(event, action=f"bench.floor.finish.{i}") for i in (1, 2)])
     return HttpResponseRedirect("/")
 

@@ -77,6 +77,13 @@ DATABASES["default"]["ATOMIC_REQUESTS"] = False
 # Reuse connections across requests (checked before reuse): opening one costs more than a page.
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # BEGIN IMMEDIATE: a transaction takes the write lock when it starts, so that two of them
+    # never both read a row and then both change it (SQLite has no SELECT ... FOR UPDATE).
+    # WAL lets pages read while one transaction writes.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        transaction_mode="IMMEDIATE", timeout=20, init_command="PRAGMA journal_mode=WAL"
+    )
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env.bool(
     "DATABASE_PREPARED_STATEMENTS", default=True
 ):
@@ -95,7 +102,6 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 # An OAuth form with the allowed 100 rows in each of its six lists posts about 1,240 fields.
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 2000
-AUTHENTICATION_BACKENDS = ["connections_app.roles.PermissionBackend"]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -126,7 +132,6 @@ SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = True  # app.js takes the token from the form, never from the cookie
 SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 3600)
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
-SESSION_ENGINE = "connections_app.sessions"  # database sessions, read with less Python
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
 SECURE_HSTS_PRELOAD = not DEBUG

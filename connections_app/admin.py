@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from . import audit
+from . import audit_review
 from .models import AuditCheckpoint, AuditEvent, ConnectionRequest, DocumentRevision
 
 
@@ -40,8 +40,8 @@ class AuditEventAdmin(ReadOnlyAdmin):
 
     list_display = ("id", "created_at", "actor_username", "action", "connection_name", "outcome")
     list_filter = (
-        _fixed_choices_filter("action", audit.ACTIONS),
-        _fixed_choices_filter("outcome", audit.OUTCOMES),
+        _fixed_choices_filter("action", audit_review.ACTIONS),
+        _fixed_choices_filter("outcome", audit_review.OUTCOMES),
     )
     show_full_result_count = False
 

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import hmac
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 
-from . import audit, eventbridge, vault
+from . import eventbridge, vault
 
 AUTH_SECTIONS = {
     "BASIC": "BasicAuthParameters",
@@ -57,40 +59,76 @@ class Issue:
 
 
 def is_reference(value) -> bool:
+    """A secret leaf: a Vault reference, redacted or not ({"vault": ..., ...})."""
     return isinstance(value, dict) and "vault" in value
 
 
-def make_reference(text: str) -> dict:
-    """`mount/path#key@3` -> {"vault": "mount/path#key", "version": 3}; raises InvalidReference."""
-    ref = vault.parse_reference(text)
-    return {"vault": f"{ref.path}#{ref.key}", "version": ref.version}
-
-
-def reference_text(leaf: dict) -> str:
-    version = leaf.get("version")
-    return f"{leaf['vault']}@{version}" if version else leaf["vault"]
-
-
-def to_vault_reference(leaf: dict) -> vault.Reference:
-    return vault.parse_reference(reference_text(leaf))
-
-
-def canonical(document: dict) -> str:
-    return audit.canonical_json(document)
+def canonical_json(value) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def document_hash(document: dict) -> str:
     """SHA-256 of the canonical document, references included: what an approval is bound to."""
-    return hashlib.sha256(canonical(document).encode()).hexdigest()
+    return hashlib.sha256(canonical_json(document).encode()).hexdigest()
+
+
+@sensitive_variables()
+def fingerprint(value: str) -> str:
+    """HMAC-SHA256 keyed by AUDIT_HMAC_KEY: shows a secret changed without revealing it."""
+    digest = hmac.new(settings.AUDIT_HMAC_KEY.encode(), value.encode(), hashlib.sha256)
+    return f"hmac-sha256:{digest.hexdigest()}"
 
 
 # ---------------------------------------------------------------------------
-# Walking secret leaves
+# Walking a document
 
 
-# The one walk over secret leaves, shared with the audit's secret-use index.
-secret_leaves = audit.secret_leaves
-path_text = audit.path_text
+def secret_leaves(document) -> list[tuple[tuple, dict]]:
+    """(path, leaf) for every secret leaf of a document (a reference, redacted or not), in a
+    stable order. Only dicts and lists are walked into: verifying the audit's secret-use index
+    runs this once per event."""
+    found = []
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            if is_reference(node):
+                found.append((path, node))
+                return
+            items = [(key, node[key]) for key in sorted(node)]
+        else:
+            items = enumerate(node)
+        for key, value in items:
+            if isinstance(value, dict | list):
+                walk(value, (*path, key))
+
+    walk(document, ())
+    return found
+
+
+def references(document: dict) -> list[tuple[tuple, vault.Reference]]:
+    """(path, Reference) for every secret leaf of a stored (valid) document: the one place a
+    stored reference is parsed; everything after it passes the Reference on."""
+    return [(path, vault.Reference.from_leaf(leaf)) for path, leaf in secret_leaves(document)]
+
+
+def path_text(path: tuple) -> str:
+    """("A", "B", 0, "C") -> "A.B[0].C", as flatten() writes paths."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+def flatten(node, path: str = "") -> Iterator[tuple[str, object]]:
+    """(path, leaf) pairs of a document; a secret leaf counts as one leaf."""
+    if isinstance(node, dict) and not is_reference(node):
+        for key in sorted(node):
+            yield from flatten(node[key], f"{path}.{key}" if path else key)
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            yield from flatten(item, f"{path}[{i}]")
+    else:
+        yield path, node
 
 
 def _replace(document: dict, path: tuple, value) -> None:
@@ -340,9 +378,9 @@ def resolve(
 ) -> tuple[dict, dict[tuple, vault.Resolution]]:
     """The create_connection kwargs with real values: in memory, for one call only."""
     payload = copy.deepcopy(document)
-    leaves = [(path, to_vault_reference(leaf)) for path, leaf in secret_leaves(document)]
-    read = read_all(list(dict.fromkeys(ref for _, ref in leaves)))
-    resolutions = {path: read[ref] for path, ref in leaves}
+    refs = references(document)
+    read = read_all(list(dict.fromkeys(ref for _, ref in refs)))
+    resolutions = {path: read[ref] for path, ref in refs}
     for path, resolution in resolutions.items():
         _replace(payload, path, resolution.value)
     if marker:
@@ -355,12 +393,12 @@ def resolve(
 def redact(document: dict, resolutions: dict[tuple, vault.Resolution] | None = None) -> dict:
     """The audit copy: each secret leaf as reference, version read and keyed fingerprint."""
     copy_ = copy.deepcopy(document)
-    for path, leaf in list(secret_leaves(document)):
+    for path, leaf in secret_leaves(document):
         entry = {"vault": leaf["vault"], "version": leaf.get("version"), "redacted": True}
         resolution = (resolutions or {}).get(path)
         if resolution is not None:
             entry["version"] = resolution.info.version
-            entry["fingerprint"] = audit.fingerprint(resolution.value)
+            entry["fingerprint"] = fingerprint(resolution.value)
         _replace(copy_, path, entry)
     return copy_
 

@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from django.forms import formset_factory
 from django.forms.utils import ErrorDict
 
-from . import audit, vault
+from . import audit_review, vault
 from . import document as doc
 
 TYPE_CHOICES = [
@@ -132,7 +132,7 @@ class ConnectionRequestForm(forms.Form):
         for field in self.REF_FIELDS:
             if data.get(field):
                 try:
-                    data[field] = doc.make_reference(data[field])
+                    data[field] = vault.parse_reference(data[field])
                 except vault.InvalidReference as exc:
                     self.add_error(field, ValidationError(exc.message, code=exc.code))
         return data
@@ -160,7 +160,7 @@ class ParameterForm(forms.Form):
             return data
         if secret:
             try:
-                data["value"] = doc.make_reference(value)
+                data["value"] = vault.parse_reference(value)
             except vault.InvalidReference as exc:
                 self.add_error(
                     "value",
@@ -287,18 +287,18 @@ class RequestForms:
         if kind == "BASIC":
             auth["BasicAuthParameters"] = {
                 "Username": data.get("basic_username", ""),
-                "Password": data.get("basic_password", ""),
+                "Password": _leaf(data.get("basic_password")),
             }
         elif kind == "API_KEY":
             auth["ApiKeyAuthParameters"] = {
                 "ApiKeyName": data.get("apikey_name", ""),
-                "ApiKeyValue": data.get("apikey_value", ""),
+                "ApiKeyValue": _leaf(data.get("apikey_value")),
             }
         elif kind:
             oauth = {
                 "ClientParameters": {
                     "ClientID": data.get("oauth_client_id", ""),
-                    "ClientSecret": data.get("oauth_client_secret", ""),
+                    "ClientSecret": _leaf(data.get("oauth_client_secret")),
                 },
                 "AuthorizationEndpoint": data.get("oauth_endpoint", ""),
                 "HttpMethod": data.get("oauth_http_method", ""),
@@ -322,7 +322,7 @@ class RequestForms:
                 rows.append(
                     {
                         "Key": row.cleaned_data["key"],
-                        "Value": row.cleaned_data["value"],
+                        "Value": _leaf(row.cleaned_data["value"]),
                         "IsValueSecret": bool(row.cleaned_data["is_secret"]),
                     }
                 )
@@ -393,6 +393,11 @@ class RequestForms:
                 row.cleaned_data = {}
 
 
+def _leaf(value):
+    """A parsed reference as the document stores it; anything else (plain text) as it is."""
+    return value.leaf if isinstance(value, vault.Reference) else (value or "")
+
+
 def initial_from_document(document: dict) -> dict:
     """Form and formset initial data from a stored document (for editing)."""
     auth = document.get("AuthParameters", {})
@@ -402,7 +407,7 @@ def initial_from_document(document: dict) -> dict:
     apikey = auth.get("ApiKeyAuthParameters", {})
 
     def ref(leaf):
-        return doc.reference_text(leaf) if doc.is_reference(leaf) else ""
+        return str(vault.Reference.from_leaf(leaf)) if doc.is_reference(leaf) else ""
 
     def arn(node):
         return node.get("ResourceParameters", {}).get("ResourceConfigurationArn", "")
@@ -455,7 +460,8 @@ class AuditFilterForm(forms.Form):
     action = forms.CharField(required=False, max_length=64)
     connection = forms.CharField(required=False, max_length=64)
     outcome = forms.ChoiceField(
-        required=False, choices=[("", "any"), *zip(audit.OUTCOMES, audit.OUTCOMES, strict=True)]
+        required=False,
+        choices=[("", "any"), *zip(audit_review.OUTCOMES, audit_review.OUTCOMES, strict=True)],
     )
     arn = forms.CharField(required=False, max_length=1600)
     since = forms.DateField(required=False)
@@ -505,11 +511,11 @@ class SecretUseForm(forms.Form):
         data["version"] = None
         if data.get("reference"):  # as request pages show it: mount/path#key, maybe @version
             try:
-                leaf = doc.make_reference(data["reference"])
+                ref = vault.parse_reference(data["reference"])
             except vault.InvalidReference as exc:
                 self.add_error("reference", exc.message)
             else:
-                data["reference"], data["version"] = leaf["vault"], leaf["version"]
+                data["reference"], data["version"] = ref.secret, ref.version
         if not self.errors and bool(data.get("fingerprint")) == bool(data.get("reference")):
             raise forms.ValidationError("Give either a fingerprint or a Vault reference.")
         return data

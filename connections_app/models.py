@@ -3,11 +3,8 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.db import models
 from django.utils import timezone
-
-from . import sql
 
 # A name is taken while a request for it may still become (or is) a connection; a connection
 # deleted in AWS (found so by a refresh) gives its name up.
@@ -105,16 +102,17 @@ class ConnectionRequest(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.get_status_display()})"
 
-    @classmethod
-    def load(cls, pk, *, people: bool = False) -> ConnectionRequest | None:
-        """The request (None if there is none), with plain queries: every request page and
-        every action starts here. `people`: with its requester and approver loaded too."""
-        found = sql.get(cls, id=pk)
-        if found is not None and people:
-            found.requester = sql.get(get_user_model(), id=found.requester_id)
-            if found.decided_by_id is not None:
-                found.decided_by = sql.get(get_user_model(), id=found.decided_by_id)
-        return found
+    @property
+    def overdue(self) -> bool:
+        """Pending past its time: shown as expired; the next action on it records the expiry."""
+        return self.status == self.PENDING and self.expires_at <= timezone.now()
+
+    @property
+    def shown_status(self) -> str:
+        return self.EXPIRED if self.overdue else self.status
+
+    def get_shown_status_display(self) -> str:
+        return dict(self.STATUS_CHOICES)[self.shown_status]
 
     @property
     def stale_at(self):

@@ -2,13 +2,8 @@
 
 import functools
 
-from django.contrib.auth import get_user_model
-from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.models import Group, Permission
-from django.contrib.contenttypes.models import ContentType
 from django.urls import reverse
-
-from . import sql
 
 REQUESTERS = "connection-requesters"
 APPROVERS = "connection-approvers"
@@ -55,44 +50,3 @@ def navigation(request) -> dict:
 def _address(url_name: str) -> str:
     # Every page shows the menu; the URLconf never changes while serving.
     return reverse(url_name)
-
-
-class PermissionBackend(ModelBackend):
-    """Django's ModelBackend, loading the signed-in user and their permissions (own and through
-    groups) with one plain query each: every page asks for both (the menu depends on them), and
-    the ORM's queries cost several times as much."""
-
-    def get_user(self, user_id):
-        model = get_user_model()
-        user = sql.get(model, **{model._meta.pk.attname: user_id})
-        return user if user is not None and self.user_can_authenticate(user) else None
-
-    def get_all_permissions(self, user_obj, obj=None):
-        if not user_obj.is_active or user_obj.is_anonymous or obj is not None:
-            return set()
-        if not hasattr(user_obj, "_perm_cache"):
-            user_obj._perm_cache = {f"{app}.{codename}" for app, codename in _permissions(user_obj)}
-        return user_obj._perm_cache
-
-
-_ALL = "SELECT ct.app_label, p.codename FROM {perm} p JOIN {ct} ct ON ct.id = p.content_type_id"
-_HELD = (
-    " WHERE p.id IN (SELECT permission_id FROM {user_perm} WHERE user_id = %s)"
-    " OR p.id IN (SELECT gp.permission_id FROM {group_perm} gp"
-    " JOIN {user_group} ug ON ug.group_id = gp.group_id WHERE ug.user_id = %s)"
-)
-
-
-def _permissions(user) -> list[tuple[str, str]]:
-    """(app_label, codename) of every permission the user holds, directly or through groups."""
-    User = type(user)
-    tables = {
-        "perm": sql.table(Permission),
-        "ct": sql.table(ContentType),
-        "user_perm": sql.table(User.user_permissions.through),
-        "user_group": sql.table(User.groups.through),
-        "group_perm": sql.table(Group.permissions.through),
-    }
-    if user.is_superuser:
-        return sql.execute(_ALL.format(**tables))[0]
-    return sql.execute((_ALL + _HELD).format(**tables), [user.pk, user.pk])[0]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -12,7 +11,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
-from . import audit, eventbridge, sql, vault
+from . import audit, eventbridge, vault
 from . import document as doc
 from .models import ConnectionRequest, DocumentRevision
 from .roles import CAN_APPROVE, CAN_REQUEST
@@ -37,62 +36,150 @@ class DocumentInvalid(Exception):
 
 
 # ---------------------------------------------------------------------------
+# What may this user do with this request now
+
+
+ACTIONS = ("edit", "cancel", "approve", "reject", "retry")
+# A pending request can be withdrawn or turned down; so can a failed one nobody will retry.
+CLOSABLE = (R.PENDING, R.FAILED)
+
+
+def refusal(action: str, request: ConnectionRequest, user) -> ActionRefused | None:
+    """Why `user` may not take `action` on `request` now, or None when they may: the services
+    refuse with this, and pages offer exactly the actions it allows."""
+    owner = user.pk == request.requester_id
+    if action in ("edit", "cancel"):
+        if not owner:
+            return ActionRefused(f"Only the requester may {action} a request.", code="not_owner")
+    elif not user.has_perm(CAN_APPROVE):
+        return ActionRefused("You may not approve or reject requests.", code="not_approver")
+    elif owner:
+        return ActionRefused(
+            "You filed this request: another approver must decide it.", code="own_request"
+        )
+    if request.shown_status == R.EXPIRED:
+        return ActionRefused(
+            "This request expired before it was decided; the requester must file it again.",
+            code="expired",
+        )
+    if action == "retry":
+        if not request.retryable:
+            return ActionRefused(_busy_message(request), code="not_retryable")
+    elif action in ("cancel", "reject"):
+        if request.status not in CLOSABLE:
+            done = "cancelled" if action == "cancel" else "rejected"
+            return ActionRefused(
+                f"Only a pending or failed request can be {done}.", code="not_pending"
+            )
+    elif request.status != R.PENDING:
+        if action == "edit":
+            return ActionRefused("Only a pending request can be edited.", code="not_pending")
+        return ActionRefused(_busy_message(request), code="not_pending")
+    return None
+
+
+def allowed_actions(request: ConnectionRequest, user) -> set[str]:
+    return {action for action in ACTIONS if refusal(action, request, user) is None}
+
+
+def _busy_message(request: ConnectionRequest) -> str:
+    return {
+        R.SUBMITTING: "This request is already being submitted.",
+        R.CREATED: "This request's connection has already been created.",
+        R.FAILED: "This request failed; use Retry.",
+    }.get(request.status, f"This request is {request.get_status_display().lower()}.")
+
+
+def _locked(request: ConnectionRequest, actor, action: str, apply=None) -> ConnectionRequest:
+    """One transaction: lock the row, record its expiry if due, then refuse or `apply(row)`.
+
+    A refusal is raised after the commit, so it never undoes the recorded expiry; `apply` runs
+    only when nothing was recorded yet, so whatever it raises rolls back only its own work."""
+    with transaction.atomic():
+        row = R.objects.select_for_update().get(pk=request.pk)
+        _expire_if_due(row)
+        refused = refusal(action, row, actor)
+        if refused is None and apply is not None:
+            apply(row)
+    if refused is not None:
+        raise refused
+    return row
+
+
+def _expire_if_due(request: ConnectionRequest) -> bool:
+    """Inside a transaction holding the row: a pending request past its time fails closed."""
+    if not request.overdue:
+        return False
+    request.status = R.EXPIRED
+    request.save(update_fields=["status", "updated_at"])
+    audit.record(
+        action="connection.request.expire",
+        request=request,
+        outcome="expired",
+        data={"expired_at": request.expires_at.isoformat()},
+    )
+    return True
+
+
+def requests_expire_due() -> int:
+    """Record the expiry of every pending request past its time; returns how many."""
+    count = 0
+    due = R.objects.filter(status=R.PENDING, expires_at__lte=timezone.now())
+    for pk in list(due.values_list("pk", flat=True)):
+        with transaction.atomic():
+            count += _expire_if_due(R.objects.select_for_update().get(pk=pk))
+    return count
+
+
+MAX_TEXT = 2000  # characters of an approval comment or a rejection reason
+
+
+def _clean_text(text: str, *, what: str) -> str:
+    text = (text or "").strip()
+    if len(text) > MAX_TEXT:
+        raise ActionRefused(
+            f"The {what} may be at most {MAX_TEXT:,} characters (it has {len(text):,}).",
+            code="too_long",
+        )
+    if "\x00" in text:
+        raise ActionRefused(f"The {what} may not contain NUL characters.", code="null_character")
+    return text
+
+
+# ---------------------------------------------------------------------------
 # Checks before a document is accepted
 
 
-def reference_checks(texts: list[str]) -> dict[str, vault.SecretInfo | vault.VaultError]:
+def reference_checks(
+    refs: list[vault.Reference],
+) -> dict[vault.Reference, vault.SecretInfo | vault.VaultError]:
     """The Check button: does each reference resolve with the app's token? Never the value."""
-    answers: dict[str, vault.SecretInfo | vault.VaultError] = {}
-    parsed = {}
-    for text in texts:
-        try:
-            parsed[text] = vault.parse_reference(text)
-        except vault.VaultError as exc:
-            answers[text] = exc
-    checked = vault.check_all(list(parsed.values()))
-    return answers | {text: checked[ref] for text, ref in parsed.items()}
+    return vault.check_all(list(dict.fromkeys(refs)))
 
 
 def document_problems(
     document: dict, *, exclude: ConnectionRequest | None = None
 ) -> list[doc.Issue]:
-    checks = _Checks(document, exclude)
-    return checks.aws_issues() + checks.issues
+    """Model validation first: only a document valid on its own costs AWS and Vault calls."""
+    issues = doc.validate(document)
+    if issues:  # hostile or broken input is refused without calling anyone
+        return issues
+    name = document["Name"]
+    if (exclude is None or exclude.name != name) and _exists_in_aws(name):
+        issues.append(
+            doc.Issue("Name", "name_exists_in_aws", "A connection with this name exists in AWS.")
+        )
+    if _name_taken(name, exclude):
+        issues.append(_NAME_TAKEN)
+    refs = doc.references(document)
+    checked = reference_checks([ref for _, ref in refs])  # one Vault read per secret version
+    for path, ref in refs:
+        if isinstance(checked[ref], vault.VaultError):
+            issues.append(doc.Issue(doc.path_text(path), checked[ref].code, checked[ref].message))
+    return issues
 
 
-class _Checks:
-    """A document's checks. Model validation first: only a document valid on its own costs
-    AWS and Vault calls. AWS is asked about the name in the background meanwhile; its answer
-    is `aws_issues()`, the rest is `issues`."""
-
-    def __init__(self, document: dict, exclude: ConnectionRequest | None):
-        self.issues = doc.validate(document)
-        self._in_aws = None
-        if self.issues:  # hostile or broken input is refused without calling anyone
-            return
-        name = document["Name"]
-        if exclude is None or exclude.name != name:
-            self._in_aws = _background.submit(_exists_in_aws, name)
-        if _name_taken(name, exclude):
-            self.issues.append(
-                doc.Issue("Name", "name_taken", "Another request here already uses this name.")
-            )
-        leaves = list(doc.secret_leaves(document))
-        refs = {doc.reference_text(leaf): doc.to_vault_reference(leaf) for _, leaf in leaves}
-        checked = vault.check_all(list(refs.values()))  # one Vault read per distinct reference
-        for path, leaf in leaves:
-            found = checked[refs[doc.reference_text(leaf)]]
-            if isinstance(found, vault.VaultError):
-                self.issues.append(doc.Issue(doc.path_text(path), found.code, found.message))
-
-    def aws_issues(self) -> list[doc.Issue]:
-        if self._in_aws is not None and self._in_aws.result():
-            return [
-                doc.Issue(
-                    "Name", "name_exists_in_aws", "A connection with this name exists in AWS."
-                )
-            ]
-        return []
+_NAME_TAKEN = doc.Issue("Name", "name_taken", "Another request here already uses this name.")
 
 
 def _name_taken(name: str, exclude: ConnectionRequest | None) -> bool:
@@ -113,25 +200,15 @@ def _exists_in_aws(name: str) -> bool:
 # Requester actions
 
 
-def _check_requester(user) -> None:
-    if not user.has_perm(CAN_REQUEST):
-        raise ActionRefused("You may not request connections.", code="not_requester")
-
-
 def _save_revision(request: ConnectionRequest, *, author) -> None:
     """Save the request and keep its document as a numbered revision."""
-    # Field checks only: each of the skipped ones is a query, and the database enforces them
-    # anyway (the live-name constraint is caught below; public_id is a random UUID; the
-    # requester is the signed-in user).
+    # The database enforces the unique and constraint checks: the live-name one is caught here.
     request.full_clean(exclude=["requester"], validate_unique=False, validate_constraints=False)
     try:
-        # No savepoint (two round trips): the refusal below ends the whole transaction anyway.
-        with transaction.atomic(savepoint=False):
+        with transaction.atomic():
             request.save()
     except IntegrityError:  # another request took the name since the check
-        raise DocumentInvalid(
-            [doc.Issue("Name", "name_taken", "Another request here already uses this name.")]
-        ) from None
+        raise DocumentInvalid([_NAME_TAKEN]) from None
     DocumentRevision.objects.create(
         request=request,
         number=request.revision,
@@ -142,25 +219,21 @@ def _save_revision(request: ConnectionRequest, *, author) -> None:
 
 
 def request_create(*, requester, document: dict) -> ConnectionRequest:
-    _check_requester(requester)
-    checks = _Checks(document, None)
-    if checks.issues:
-        raise DocumentInvalid(checks.aws_issues() + checks.issues)
-    now = timezone.now()
+    if not requester.has_perm(CAN_REQUEST):
+        raise ActionRefused("You may not request connections.", code="not_requester")
+    issues = document_problems(document)
+    if issues:
+        raise DocumentInvalid(issues)
     request = R(
         name=document["Name"],
         authorization_type=document["AuthorizationType"],
         requester=requester,
         document=document,
         document_hash=doc.document_hash(document),
-        expires_at=now + settings.REQUEST_TTL,
+        expires_at=timezone.now() + settings.REQUEST_TTL,
     )
     with transaction.atomic():
         _save_revision(request, author=requester)
-        # Written while AWS answers about the name, and rolled back if it holds one already.
-        issues = checks.aws_issues()
-        if issues:
-            raise DocumentInvalid(issues)
         audit.record(
             action="connection.request.create",
             actor=requester,
@@ -171,147 +244,47 @@ def request_create(*, requester, document: dict) -> ConnectionRequest:
 
 
 def request_update(*, request: ConnectionRequest, editor, document: dict) -> ConnectionRequest:
-    _expire_now(request)
-    return _update(request=request, editor=editor, document=document)
-
-
-@transaction.atomic
-def _update(*, request: ConnectionRequest, editor, document: dict) -> ConnectionRequest:
-    request = R.objects.select_for_update().get(pk=request.pk)
-    if editor.pk != request.requester_id:
-        raise ActionRefused("Only the requester may edit a request.", code="not_owner")
-    _refuse_if_expired(request)
-    if request.status != R.PENDING:
-        raise ActionRefused("Only a pending request can be edited.", code="not_pending")
+    _locked(request, editor, "edit")  # refused before any Vault or AWS call
     issues = document_problems(document, exclude=request)
     if issues:
         raise DocumentInvalid(issues)
     new_hash = doc.document_hash(document)
-    if new_hash == request.document_hash:
-        return request
-    previous = request.document_hash
-    request.document = document
-    request.document_hash = new_hash
-    request.name = document["Name"]
-    request.authorization_type = document["AuthorizationType"]
-    request.revision += 1
-    request.approved_hash = ""  # any approval was bound to the old document
-    _save_revision(request, author=editor)
-    audit.record(
-        action="connection.request.edit",
-        actor=editor,
-        request=request,
-        data={
-            "document": doc.redact(document),
-            "document_hash": new_hash,
-            "previous_hash": previous,
-            "revision": request.revision,
-        },
-    )
-    return request
+
+    def apply(row: ConnectionRequest) -> None:
+        if new_hash == row.document_hash:
+            return
+        previous = row.document_hash
+        row.document = document
+        row.document_hash = new_hash
+        row.name = document["Name"]
+        row.authorization_type = document["AuthorizationType"]
+        row.revision += 1
+        row.approved_hash = ""  # any approval was bound to the old document
+        _save_revision(row, author=editor)
+        audit.record(
+            action="connection.request.edit",
+            actor=editor,
+            request=row,
+            data={
+                "document": doc.redact(document),
+                "document_hash": new_hash,
+                "previous_hash": previous,
+                "revision": row.revision,
+            },
+        )
+
+    return _locked(request, editor, "edit", apply)
 
 
 def request_cancel(*, request: ConnectionRequest, actor) -> ConnectionRequest:
-    _expire_now(request)
-    _refuse_if_made(request)
-    return _cancel(request=request, actor=actor)
+    _refuse_if_made(_locked(request, actor, "cancel"))
 
+    def apply(row: ConnectionRequest) -> None:
+        row.status = R.CANCELLED
+        row.save(update_fields=["status", "updated_at"])
+        audit.record(action="connection.request.cancel", actor=actor, request=row)
 
-@transaction.atomic
-def _cancel(*, request: ConnectionRequest, actor) -> ConnectionRequest:
-    request = R.objects.select_for_update().get(pk=request.pk)
-    if actor.pk != request.requester_id:
-        raise ActionRefused("Only the requester may cancel a request.", code="not_owner")
-    _refuse_if_expired(request)
-    if request.status not in CLOSABLE:
-        raise ActionRefused(
-            "Only a pending or failed request can be cancelled.", code="not_pending"
-        )
-    request.status = R.CANCELLED
-    request.save(update_fields=["status", "updated_at"])
-    audit.record(action="connection.request.cancel", actor=actor, request=request)
-    return request
-
-
-# ---------------------------------------------------------------------------
-# Expiry
-
-
-def _expire_if_due(request: ConnectionRequest) -> bool:
-    """Inside a transaction holding the row: a pending request past its time fails closed."""
-    if request.status == R.PENDING and request.expires_at <= timezone.now():
-        request.status = R.EXPIRED
-        request.save(update_fields=["status", "updated_at"])
-        audit.record(
-            action="connection.request.expire",
-            request=request,
-            outcome="expired",
-            data={"expired_at": request.expires_at.isoformat()},
-        )
-        return True
-    return False
-
-
-# A pending request can be withdrawn or turned down; so can a failed one nobody will retry.
-CLOSABLE = (R.PENDING, R.FAILED)
-
-
-def expire_overdue(request: ConnectionRequest) -> ConnectionRequest:
-    """The request, expired first if it is pending past its time (pages show it as it is)."""
-    if request.status == R.PENDING and request.expires_at <= timezone.now():
-        _expire_now(request)
-        return R.load(request.pk, people=True)
-    return request
-
-
-def _expire_now(request: ConnectionRequest) -> None:
-    """Commit the expiry on its own, so that the refusal that follows cannot roll it back."""
-    due = R.objects.filter(pk=request.pk, status=R.PENDING, expires_at__lte=timezone.now())
-    if not due.exists():
-        return  # the locked re-check in the action itself still refuses a late one
-    with transaction.atomic():
-        _expire_if_due(R.objects.select_for_update().get(pk=request.pk))
-
-
-def _refuse_if_expired(request: ConnectionRequest) -> None:
-    if request.status == R.EXPIRED or (
-        request.status == R.PENDING and request.expires_at <= timezone.now()
-    ):
-        raise ActionRefused(
-            "This request expired before it was decided; the requester must file it again.",
-            code="expired",
-        )
-
-
-def requests_expire_due() -> int:
-    """Expire every pending request past its time; returns how many."""
-    count = 0
-    due = R.objects.filter(status=R.PENDING, expires_at__lte=timezone.now()).values_list(
-        "pk", flat=True
-    )
-    for pk in list(due):
-        with transaction.atomic():
-            count += _expire_if_due(R.objects.select_for_update().get(pk=pk))
-    return count
-
-
-# ---------------------------------------------------------------------------
-# Approver actions
-
-
-def _check_approver(request: ConnectionRequest, user) -> None:
-    if not user.has_perm(CAN_APPROVE):
-        raise ActionRefused("You may not approve or reject requests.", code="not_approver")
-    if user.pk == request.requester_id:
-        raise ActionRefused(
-            "You filed this request: another approver must decide it.", code="own_request"
-        )
-
-
-def request_reject(*, request: ConnectionRequest, approver, reason: str) -> ConnectionRequest:
-    _expire_now(request)
-    _refuse_if_made(request)
-    return _reject(request=request, approver=approver, reason=reason)
+    return _locked(request, actor, "cancel", apply)
 
 
 def _refuse_if_made(request: ConnectionRequest) -> None:
@@ -334,164 +307,94 @@ def _refuse_if_made(request: ConnectionRequest) -> None:
         )
 
 
-@transaction.atomic
-def _reject(*, request: ConnectionRequest, approver, reason: str) -> ConnectionRequest:
-    request = R.objects.select_for_update().get(pk=request.pk)
-    _check_approver(request, approver)
-    _refuse_if_expired(request)
-    if request.status not in CLOSABLE:
-        raise ActionRefused("Only a pending or failed request can be rejected.", code="not_pending")
-    reason = (reason or "").strip()
+# ---------------------------------------------------------------------------
+# Approver actions
+
+
+def request_reject(*, request: ConnectionRequest, approver, reason: str) -> ConnectionRequest:
+    reason = _clean_text(reason, what="reason")
     if not reason:
         raise ActionRefused("A rejection needs a reason.", code="reason_required")
-    request.status = R.REJECTED
-    request.decided_by = approver
-    request.decided_at = timezone.now()
-    request.decision_comment = reason
-    request.save()
-    audit.record(
-        action="connection.request.reject",
-        actor=approver,
-        request=request,
-        outcome="rejected",
-        data={"reason": reason, "document_hash": request.document_hash},
-    )
-    return request
+    _refuse_if_made(_locked(request, approver, "reject"))
+
+    def apply(row: ConnectionRequest) -> None:
+        row.status = R.REJECTED
+        row.decided_by = approver
+        row.decided_at = timezone.now()
+        row.decision_comment = reason
+        row.save()
+        audit.record(
+            action="connection.request.reject",
+            actor=approver,
+            request=row,
+            outcome="rejected",
+            data={"reason": reason, "document_hash": row.document_hash},
+        )
+
+    return _locked(request, approver, "reject", apply)
 
 
 def request_approve(
     *, request: ConnectionRequest, approver, comment: str = "", seen_hash: str
 ) -> ConnectionRequest:
     """Approve and submit: at most one create_connection per request, whoever clicks how often."""
-    _check_approver(request, approver)
-    reading = None
-    if request.status == R.PENDING and seen_hash == request.document_hash:
-        # Vault is read while the claim commits (reads are side-effect free); if the claim is
-        # refused, the values are dropped unused.
-        reading = _background.submit(_resolve, request)
-    try:
-        claimed = _claim(request, approver, comment=comment, seen_hash=seen_hash, retry=False)
-    except ActionRefused:
-        if reading is not None:
-            reading.cancel() or reading.exception()  # wait, so no value outlives the call
-        raise
-    return _submit(claimed, approver, reading)
+    comment = _clean_text(comment, what="comment")
+    return _submit(_claim(request, approver, "approve", seen_hash, comment), approver)
 
 
 def request_retry(*, request: ConnectionRequest, approver, seen_hash: str) -> ConnectionRequest:
     """Submit a failed request again (or one whose response was lost), reconciling first."""
-    _check_approver(request, approver)
-    claimed = _claim(request, approver, comment="", seen_hash=seen_hash, retry=True)
-    return _submit(claimed, approver, None)
+    return _submit(_claim(request, approver, "retry", seen_hash, ""), approver)
 
 
-_background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="approve")
+def _claim(request, approver, action: str, seen_hash: str, comment: str) -> ConnectionRequest:
+    """Approve and retry: one locked transaction records a due expiry, refuses, or claims the
+    row for this attempt (of racing clicks exactly one claims). Vault is read only after it."""
 
-
-@sensitive_variables()
-def _resolve(request: ConnectionRequest):
-    return doc.resolve(request.document, vault.read_all, marker=request.marker)
-
-
-def _claim(request, approver, *, comment: str, seen_hash: str, retry: bool) -> ConnectionRequest:
-    try:
-        return _claim_row(request, approver, comment=comment, seen_hash=seen_hash, retry=retry)
-    except IntegrityError:
-        # Only a failed request can meet this: it gave up its name, and another took it.
-        raise ActionRefused(
-            "Another request here now uses this name, so this one cannot be retried; "
-            "reject or cancel it to close it.",
-            code="name_taken",
-        ) from None
-
-
-def _claim_row(request, approver, *, comment: str, seen_hash: str, retry: bool):
-    """Set `submitting` with one compare-and-set UPDATE; of racing clicks exactly one wins."""
-    now = timezone.now()
-    fields = {
-        "status": R.SUBMITTING,
-        "submit_started_at": now,
-        "submit_attempts": request.submit_attempts + 1,
-        "decided_by_id": request.decided_by_id or approver.pk,
-        "decided_at": request.decided_at or now,
-        "decision_comment": request.decision_comment if retry else (comment or "").strip(),
-        "approved_hash": seen_hash,
-        "error_code": "",
-        "error_message": "",
-        "updated_at": now,
-    }
-    expected = R.FAILED if retry else R.PENDING
-    if request.status == expected and request.document_hash == seen_hash:
-        live = dict(
-            id=request.pk,
-            status=expected,
-            document_hash=seen_hash,
-            submit_attempts=request.submit_attempts,
-        )
-        if not retry:
-            live["expires_at__gt"] = now
-        with transaction.atomic():
-            if sql.update(R, fields, **live) == 1:
-                for name, value in fields.items():
-                    setattr(request, name, value)
-                _record_claim(request, approver, retry)
-                return request
-    return _claim_locked(request, approver, comment=comment, seen_hash=seen_hash, retry=retry)
-
-
-def _claim_locked(request, approver, *, comment: str, seen_hash: str, retry: bool):
-    """The quick compare-and-set missed (stale page, expiry, takeover): decide under the lock."""
-    with transaction.atomic():
-        _expire_if_due(R.objects.select_for_update().get(pk=request.pk))  # kept if refused
-    with transaction.atomic():
-        request = R.objects.select_for_update().get(pk=request.pk)
-        _check_approver(request, approver)
-        _refuse_if_expired(request)
-        if seen_hash != request.document_hash:
+    def apply(row: ConnectionRequest) -> None:
+        if seen_hash != row.document_hash:
             raise ActionRefused(
                 "The request changed after you opened it; review the new version before approving.",
                 code="document_changed",
             )
         now = timezone.now()
-        if retry:
-            if not request.retryable:
-                raise ActionRefused(_busy_message(request), code="not_retryable")
-        elif request.status != R.PENDING:
-            raise ActionRefused(_busy_message(request), code="not_pending")
-        request.status = R.SUBMITTING
-        request.submit_started_at = now
-        request.submit_attempts += 1
-        request.decided_by = request.decided_by or approver
-        request.decided_at = request.decided_at or now
-        if not retry:
-            request.decision_comment = (comment or "").strip()
-        request.approved_hash = seen_hash
-        request.error_code = request.error_message = ""
-        request.save()
-        _record_claim(request, approver, retry)
-        return request
+        row.status = R.SUBMITTING
+        row.submit_started_at = now
+        row.submit_attempts += 1
+        row.decided_by_id = row.decided_by_id or approver.pk
+        row.decided_at = row.decided_at or now
+        if action == "approve":
+            row.decision_comment = comment
+        row.approved_hash = seen_hash
+        row.error_code = row.error_message = ""
+        try:
+            with transaction.atomic():
+                row.save()
+        except IntegrityError:
+            # Only a failed request can meet this: it gave up its name, and another took it.
+            raise ActionRefused(
+                "Another request here now uses this name, so this one cannot be retried; "
+                "reject or cancel it to close it.",
+                code="name_taken",
+            ) from None
+        audit.record(
+            action=f"connection.request.{action}",
+            actor=approver,
+            request=row,
+            outcome="approved",
+            data={
+                "document_hash": row.approved_hash,
+                "comment": comment,
+                "attempt": row.submit_attempts,
+            },
+        )
+
+    return _locked(request, approver, action, apply)
 
 
-def _record_claim(request: ConnectionRequest, approver, retry: bool) -> None:
-    audit.record(
-        action="connection.request.retry" if retry else "connection.request.approve",
-        actor=approver,
-        request=request,
-        outcome="approved",
-        data={
-            "document_hash": request.approved_hash,
-            "comment": "" if retry else request.decision_comment,
-            "attempt": request.submit_attempts,
-        },
-    )
-
-
-def _busy_message(request: ConnectionRequest) -> str:
-    return {
-        R.SUBMITTING: "This request is already being submitted.",
-        R.CREATED: "This request's connection has already been created.",
-        R.FAILED: "This request failed; use Retry.",
-    }.get(request.status, f"This request is {request.get_status_display().lower()}.")
+@sensitive_variables()
+def _resolve(request: ConnectionRequest):
+    return doc.resolve(request.document, vault.read_all, marker=request.marker)
 
 
 @dataclass
@@ -505,8 +408,8 @@ class _Outcome:
     describe_error: str = ""  # created, but describe_connection failed: details on refresh
 
 
-@sensitive_variables("payload", "reading")
-def _submit(request: ConnectionRequest, actor, reading: Future | None) -> ConnectionRequest:
+@sensitive_variables("payload")
+def _submit(request: ConnectionRequest, actor) -> ConnectionRequest:
     """Resolve, call AWS, record. Runs outside any transaction: the row is already claimed."""
     outcome = _Outcome(status=R.FAILED)
     payload = None
@@ -517,8 +420,7 @@ def _submit(request: ConnectionRequest, actor, reading: Future | None) -> Connec
             if found is not None:
                 outcome = _adopt_or_conflict(request, found)
                 return _finish(request, actor, outcome)
-        payload, outcome.resolutions = reading.result() if reading else _resolve(request)
-        reading = None
+        payload, outcome.resolutions = _resolve(request)
         problems = doc.check_values(payload, outcome.resolutions)
         if problems:
             outcome.error_code = "value_invalid"
@@ -551,9 +453,6 @@ def _submit(request: ConnectionRequest, actor, reading: Future | None) -> Connec
     except eventbridge.EventBridgeError as exc:
         outcome.error_code = exc.code
         outcome.error_message = exc.message
-    finally:
-        if reading is not None:
-            reading.cancel() or reading.exception()
     return _finish(request, actor, outcome)
 
 
@@ -617,12 +516,8 @@ def _finish(request: ConnectionRequest, actor, outcome: _Outcome) -> ConnectionR
     with transaction.atomic():
         # Only the attempt that claimed the row writes its result; a takeover after a lost
         # response (a later attempt) owns the row from then on, but every step is recorded.
-        sql.update(
-            R,
-            {name: getattr(request, name) for name in _RESULT_FIELDS},
-            id=request.pk,
-            status=R.SUBMITTING,
-            submit_attempts=attempt,
+        R.objects.filter(pk=request.pk, status=R.SUBMITTING, submit_attempts=attempt).update(
+            **{name: getattr(request, name) for name in _RESULT_FIELDS}
         )
         audit.append(events)
     return request

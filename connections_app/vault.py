@@ -70,6 +70,8 @@ _FORBIDDEN_PREFIXES = ("sys", "auth", "identity", "cubbyhole")
 
 @dataclass(frozen=True)
 class Reference:
+    """One Vault reference: parsed once where text enters (a form, a stored document)."""
+
     path: str
     key: str
     version: int | None = None
@@ -77,6 +79,22 @@ class Reference:
     def __str__(self) -> str:
         suffix = f"@{self.version}" if self.version is not None else ""
         return f"{self.path}#{self.key}{suffix}"
+
+    @property
+    def secret(self) -> str:
+        """mount/path#key: the reference without its version."""
+        return f"{self.path}#{self.key}"
+
+    @property
+    def leaf(self) -> dict:
+        """The reference as a request document stores it."""
+        return {"vault": self.secret, "version": self.version}
+
+    @classmethod
+    def from_leaf(cls, leaf: dict) -> Reference:
+        """A stored document's reference leaf ({"vault": "mount/path#key", "version": n})."""
+        ref = parse_reference(leaf["vault"])
+        return cls(ref.path, ref.key, leaf.get("version"))
 
 
 def parse_reference(text: str) -> Reference:

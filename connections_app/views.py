@@ -11,21 +11,19 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
 from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError, connection
-from django.db.models import F, Q
 from django.http import Http404, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_POST
 
-from . import audit, eventbridge, services, vault
+from . import audit_review, eventbridge, selectors, services, vault
 from . import document as doc
 from .forms import AuditFilterForm, RequestForms, SecretUseForm, initial_from_document
 from .models import AuditEvent, ConnectionRequest
 from .roles import CAN_APPROVE, CAN_AUDIT, CAN_REQUEST
 
 R = ConnectionRequest
-QUEUE_PAGE_SIZE = 25  # rows cost a page most of its time
 log = logging.getLogger(__name__)
 
 
@@ -50,18 +48,11 @@ def home(request):
 # Requests
 
 
-def _visible_request(request, pk, *, people: bool = True) -> ConnectionRequest:
-    """Requesters see their own requests; approvers, auditors and superusers see all.
-
-    `people`: also load the requester and the approver, which only pages show.
-    """
-    obj = R.load(pk, people=people)
-    user = request.user
-    if obj is not None and (
-        obj.requester_id == user.pk or user.has_perm(CAN_APPROVE) or user.has_perm(CAN_AUDIT)
-    ):
-        return obj
-    raise Http404("No such request.")
+def _visible_request(request, pk) -> ConnectionRequest:
+    found = selectors.visible_request(request.user, pk)
+    if found is None:
+        raise Http404("No such request.")
+    return found
 
 
 def _reference_checks(forms: RequestForms) -> dict[str, dict]:
@@ -71,8 +62,21 @@ def _reference_checks(forms: RequestForms) -> dict[str, dict]:
         for row in formset.forms:
             if row.data.get(row.add_prefix("is_secret")):
                 fields.append((row.add_prefix("value"), row.data.get(row.add_prefix("value"), "")))
-    answers = services.reference_checks([text for _, text in fields if text])
-    return {name: _check_view(answers[text]) for name, text in fields if text}
+    parsed = {name: _parse(text) for name, text in fields if text}
+    answers = services.reference_checks(
+        [ref for ref in parsed.values() if isinstance(ref, vault.Reference)]
+    )
+    return {
+        name: _check_view(answers[ref] if isinstance(ref, vault.Reference) else ref)
+        for name, ref in parsed.items()
+    }
+
+
+def _parse(text: str) -> vault.Reference | vault.InvalidReference:
+    try:
+        return vault.parse_reference(text)
+    except vault.InvalidReference as exc:
+        return exc
 
 
 def _check_view(answer: vault.SecretInfo | vault.VaultError) -> dict:
@@ -99,13 +103,12 @@ def request_new(request):
 @login_required
 def request_edit(request, pk):
     obj = _visible_request(request, pk)
-    if obj.requester_id != request.user.pk:
-        raise services.ActionRefused("Only the requester can edit a request.", code="not_owner")
-    if request.method != "POST":
-        obj = services.expire_overdue(obj)
-        if obj.status != R.PENDING:
-            messages.error(request, "Only a pending request can be edited.")
-            return redirect("request_detail", pk=pk)
+    refused = services.refusal("edit", obj, request.user)
+    if refused is not None and refused.code == "not_owner":
+        raise refused
+    if refused is not None and request.method != "POST":
+        messages.error(request, refused.message)
+        return redirect("request_detail", pk=pk)
     # A POST always comes back as typed: if the request was decided or expired meanwhile, the
     # service's refusal is shown above the form.
     return _request_form(request, obj)
@@ -167,15 +170,16 @@ def _save_request(request, forms: RequestForms, obj: ConnectionRequest | None):
 @permission_required(CAN_REQUEST, raise_exception=True)
 def reference_check(request):
     """The Check button beside a reference: version and update time, never the value."""
-    text = request.POST.get("reference", "")
-    return JsonResponse(_check_view(services.reference_checks([text])[text]))
+    ref = _parse(request.POST.get("reference", ""))
+    if isinstance(ref, vault.Reference):
+        ref = services.reference_checks([ref])[ref]
+    return JsonResponse(_check_view(ref))
 
 
 @login_required
 @permission_required(CAN_REQUEST, raise_exception=True)
 def request_mine(request):
-    services.requests_expire_due()  # as the queue does: none shows pending past its time
-    objs = R.objects.filter(requester=request.user).order_by("-created_at")
+    objs = selectors.requests_of(request.user)
     return render(request, "connections_app/request_list.html", {"requests": objs})
 
 
@@ -184,61 +188,54 @@ DETAIL = "connections_app/request_detail.html"
 
 @login_required
 def request_detail(request, pk):
-    obj = services.expire_overdue(_visible_request(request, pk))
-    return render(request, DETAIL, _detail_context(request, obj))
+    return render(request, DETAIL, _detail_context(request, _visible_request(request, pk)))
 
 
 def _detail_context(request, obj: ConnectionRequest) -> dict:
     user = request.user
-    can_decide = user.has_perm(CAN_APPROVE) and obj.requester_id != user.pk
-    is_owner = obj.requester_id == user.pk
-    references = [
-        {"path": doc.path_text(path), "reference": doc.reference_text(leaf)}
-        for path, leaf in doc.secret_leaves(obj.document)
-    ]
-    if can_decide and obj.status in (R.PENDING, R.FAILED):
-        answers = services.reference_checks([item["reference"] for item in references])
-        for item in references:
-            item["check"] = _check_view(answers[item["reference"]])
+    allowed = services.allowed_actions(obj, user)
+    refs = doc.references(obj.document)
+    references = [{"path": doc.path_text(path), "reference": str(ref)} for path, ref in refs]
+    if allowed & {"approve", "retry"}:  # the approver sees whether a submission would work
+        answers = services.reference_checks([ref for _, ref in refs])
+        for item, (_, ref) in zip(references, refs, strict=True):
+            item["check"] = _check_view(answers[ref])
     return {
         "obj": obj,
         "document": doc.redact(obj.document),
         "references": references,
+        "checked": allowed & {"approve", "retry"},
         "unresolved": sum(1 for item in references if not item.get("check", {"ok": True})["ok"]),
-        "can_decide": can_decide,
-        # The actions offered are those the services would accept now.
-        "edit_open": is_owner and obj.status == R.PENDING,
-        "cancel_open": is_owner and obj.status in services.CLOSABLE,
-        "approve_open": can_decide and obj.status == R.PENDING,
-        "reject_open": can_decide and obj.status in services.CLOSABLE,
-        "retry_open": can_decide and obj.retryable,
+        # The actions offered are exactly those the services would accept now.
+        "allowed": allowed,
         # Listed only from the second revision on; their documents are not shown.
         "revisions": (
             obj.revisions.select_related("author").defer("document") if obj.revision > 1 else []
         ),
-        "events": audit.history(obj.pk),
+        "events": audit_review.history(obj.pk),
     }
 
 
 # The text box of each action that has one: kept, with the refusal beside it, when refused.
 _TYPED = {"approve": "comment", "reject": "reason"}
+_BAD_TEXT = ("reason_required", "too_long", "null_character")
 
 
 def _act(request, pk, action, *, form: str = ""):
-    obj = _visible_request(request, pk, people=False)
+    obj = _visible_request(request, pk)
     try:
         message = action(obj)
         messages.success(request, message)
     except services.ActionRefused as exc:
         if form:
             page = _detail_context(request, _visible_request(request, pk))
-            if page[f"{form}_open"]:  # the form is still offered: show it again, as typed
+            if form in page["allowed"]:  # the form is still offered: show it again, as typed
                 page["refused"] = {
                     "form": form,
                     "message": exc.message,
                     "text": request.POST.get(_TYPED[form], ""),
                 }
-                status = 400 if exc.code == "reason_required" else 409
+                status = 400 if exc.code in _BAD_TEXT else 409
                 return render(request, DETAIL, page, status=status)
         messages.error(request, exc.message)
     except DatabaseError:
@@ -315,35 +312,14 @@ def request_reject(request, pk):
 @login_required
 @permission_required(CAN_APPROVE, raise_exception=True)
 def approval_queue(request):
-    services.requests_expire_due()
-    # Oldest first, a page at a time: a long queue must not make every visit slower. Pages
-    # follow the last request shown (?after=id), not a position: deciding requests on one page
-    # shrinks the queue, and a page number would then skip the ones it moved up. Rows as plain
-    # values: approvers reload this page all day.
-    waiting = R.objects.filter(status=R.PENDING).order_by("created_at", "id")
-    pending = waiting
     after = request.GET.get("after", "")
     after = int(after) if after.isdecimal() and len(after) < 19 else None
-    anchor = R.objects.filter(pk=after).values_list("created_at", flat=True).first()
-    if anchor is not None:
-        pending = pending.filter(Q(created_at__gt=anchor) | Q(created_at=anchor, id__gt=after))
-    rows = list(
-        pending.values("pk", "name", "authorization_type", "created_at", "requester_id").annotate(
-            requester_name=F("requester__username")
-        )[: QUEUE_PAGE_SIZE + 1]
-    )
-    failed = R.objects.filter(status__in=(R.FAILED, R.SUBMITTING)).only(
-        "name", "status", "error_message"
-    )
     return render(
         request,
         "connections_app/approval_queue.html",
         {
-            "pending": rows[:QUEUE_PAGE_SIZE],
-            "waiting": waiting.count(),
-            "newer": rows[QUEUE_PAGE_SIZE - 1]["pk"] if len(rows) > QUEUE_PAGE_SIZE else None,
-            "paged": anchor is not None,
-            "failed": failed,
+            "queue": selectors.approval_queue(after=after),
+            "failed": selectors.unfinished_submissions(),
             "me": request.user.pk,
         },
     )
@@ -356,8 +332,11 @@ def approval_queue(request):
 @login_required
 @permission_required(CAN_APPROVE, raise_exception=True)
 def connection_list(request):
-    created = R.objects.filter(status=R.CREATED).order_by("name")
-    return render(request, "connections_app/connection_list.html", {"connections": created})
+    return render(
+        request,
+        "connections_app/connection_list.html",
+        {"connections": selectors.connections_created()},
+    )
 
 
 @require_POST
@@ -378,7 +357,7 @@ def connection_refresh(request, pk):
 
 
 def _list_context(form: AuditFilterForm) -> dict:
-    context = {"form": form, "actions": audit.ACTIONS, "outcomes": audit.OUTCOMES}
+    context = {"form": form, "actions": audit_review.ACTIONS, "outcomes": audit_review.OUTCOMES}
     if form.errors:
         context["errors"] = form.errors
         context["cursor_errors"] = [
@@ -398,8 +377,8 @@ def audit_list(request):
     if not form.is_valid():
         return render(request, "connections_app/audit_list.html", context, status=400)
     cursor = form.cleaned_data
-    events = audit.events_filtered(**form.filters())
-    context["page"] = audit.page_of(events, before=cursor["before"], after=cursor["after"])
+    events = audit_review.events_filtered(**form.filters())
+    context["page"] = audit_review.page_of(events, before=cursor["before"], after=cursor["after"])
     context["query"] = form.query()
     context["paged"] = cursor["before"] is not None or cursor["after"] is not None
     return render(request, "connections_app/audit_list.html", context)
@@ -412,12 +391,14 @@ def audit_export(request, fmt):
     form = AuditFilterForm(request.GET)
     if not form.is_valid():
         return render(request, "connections_app/audit_list.html", _list_context(form), status=400)
-    chunks = audit.export_chunks(audit.events_filtered(**form.filters()))
+    chunks = audit_review.export_chunks(audit_review.events_filtered(**form.filters()))
     if fmt == "jsonl":
-        body = (audit.jsonl_lines(rows) for rows in chunks)
+        body = (audit_review.jsonl_lines(rows) for rows in chunks)
         content_type = "application/jsonl; charset=utf-8"
     else:
-        body = itertools.chain([audit.CSV_HEADER], (audit.csv_lines(rows) for rows in chunks))
+        body = itertools.chain(
+            [audit_review.CSV_HEADER], (audit_review.csv_lines(rows) for rows in chunks)
+        )
         content_type = "text/csv; charset=utf-8"
     response = StreamingHttpResponse(body, content_type=content_type)
     stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
@@ -429,7 +410,7 @@ def audit_export(request, fmt):
 @permission_required(CAN_AUDIT, raise_exception=True)
 def audit_detail(request, pk):
     event = get_object_or_404(AuditEvent, pk=pk)
-    review = audit.event_review(event, verify_all=request.GET.get("verify") == "all")
+    review = audit_review.event_review(event, verify_all=request.GET.get("verify") == "all")
     return render(request, "connections_app/audit_detail.html", {"event": event, **review})
 
 
@@ -441,7 +422,7 @@ def audit_secret_uses(request):
     if not form.is_valid():
         return render(request, "connections_app/audit_secret_uses.html", {"form": form}, status=400)
     data = form.cleaned_data
-    rows, older = audit.secret_uses_page(
+    rows, older = audit_review.secret_uses_page(
         fingerprint=data["fingerprint"],
         reference=data["reference"],
         version=data["version"],

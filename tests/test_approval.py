@@ -432,9 +432,24 @@ def test_pages_offer_only_what_the_services_accept(
     assert _buttons(requester_client, pending) == {"Cancel request"}
 
 
-def test_page_of_a_request_past_its_time_shows_it_expired(pending, approver_client):
+def test_page_of_a_request_past_its_time_shows_it_expired_and_writes_nothing(
+    pending, approver_client, requester_client
+):
     R.objects.filter(pk=pending.pk).update(expires_at=timezone.now())
+    before = _actions(pending)
     assert _buttons(approver_client, pending) == set()
+    page = approver_client.get(reverse("request_detail", args=[pending.pk])).content.decode()
+    assert 'data-testid="status">Expired<' in page
+    mine = requester_client.get(reverse("request_mine")).content.decode()
+    assert "Expired" in mine
+    assert R.objects.get(pk=pending.pk).status == R.PENDING  # shown, not recorded
+    assert _actions(pending) == before
+
+    # The next action on it records the expiry, and is refused.
+    response = approver_client.post(
+        reverse("request_approve", args=[pending.pk]), {"document_hash": pending.document_hash}
+    )
+    assert response.status_code == 302
     assert R.objects.get(pk=pending.pk).status == R.EXPIRED
     assert _actions(pending)[-1] == "connection.request.expire"
 

@@ -5,8 +5,10 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection, transaction
 
-from connections_app import audit, services, sql
+from connections_app import audit, services
+from connections_app import document as doc
 from connections_app.models import AppendOnlyError, AuditEvent
+from tests import rawsql
 
 pytestmark = pytest.mark.django_db
 
@@ -25,7 +27,7 @@ def chain(requester, approver, make_document):
 
 def _drop_trigger():
     if connection.vendor == "postgresql":
-        sql.execute("ALTER TABLE connections_app_auditevent DISABLE TRIGGER USER")
+        rawsql.execute("ALTER TABLE connections_app_auditevent DISABLE TRIGGER USER")
 
 
 def test_chain_verifies(chain):
@@ -58,7 +60,7 @@ def test_postgres_trigger_refuses_update_and_delete(chain):
         "DELETE FROM connections_app_auditevent WHERE id = 1",
     ):
         with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
-            sql.execute(statement)
+            rawsql.execute(statement)
 
 
 def _expect_broken(at: int):
@@ -68,32 +70,32 @@ def _expect_broken(at: int):
 
 def test_altered_row_is_caught(chain):
     _drop_trigger()
-    sql.execute("UPDATE connections_app_auditevent SET outcome = 'success' WHERE id = 6")
+    rawsql.execute("UPDATE connections_app_auditevent SET outcome = 'success' WHERE id = 6")
     _expect_broken(6)
 
 
 def test_altered_data_is_caught(chain):
     _drop_trigger()
-    sql.execute("UPDATE connections_app_auditevent SET data = '{}' WHERE id = 3")
+    rawsql.execute("UPDATE connections_app_auditevent SET data = '{}' WHERE id = 3")
     _expect_broken(3)
 
 
 def test_deleted_row_is_caught(chain):
     _drop_trigger()
-    sql.execute("DELETE FROM connections_app_auditevent WHERE id = 2")
+    rawsql.execute("DELETE FROM connections_app_auditevent WHERE id = 2")
     _expect_broken(3)
 
 
 def test_deleted_last_row_is_caught(chain):
     _drop_trigger()
-    sql.execute("DELETE FROM connections_app_auditevent WHERE id = 6")
+    rawsql.execute("DELETE FROM connections_app_auditevent WHERE id = 6")
     _expect_broken(6)
 
 
 def test_inserted_row_is_caught(chain):
     # An out-of-band row given the next position, with a made-up hash: the head disagrees.
     first = chain[0]
-    sql.execute(
+    rawsql.execute(
         "INSERT INTO connections_app_auditevent (id, created_at, actor_id, actor_username, action,"
         " request_id, connection_name, outcome, arn, connection_state, data, prev_hash, hash)"
         " VALUES (7, %s, NULL, 'mallory', 'connection.create.success', NULL, '', 'success', '',"
@@ -106,9 +108,9 @@ def test_inserted_row_is_caught(chain):
 def test_inserted_row_in_the_middle_is_caught(chain):
     _drop_trigger()
     # Shift the tail up by one and slip a forged event in at position 4.
-    sql.execute("UPDATE connections_app_auditevent SET id = id + 100 WHERE id >= 4")
-    sql.execute("UPDATE connections_app_auditevent SET id = id - 99 WHERE id >= 100")
-    sql.execute(
+    rawsql.execute("UPDATE connections_app_auditevent SET id = id + 100 WHERE id >= 4")
+    rawsql.execute("UPDATE connections_app_auditevent SET id = id - 99 WHERE id >= 100")
+    rawsql.execute(
         "INSERT INTO connections_app_auditevent (id, created_at, actor_id, actor_username, action,"
         " request_id, connection_name, outcome, arn, connection_state, data, prev_hash, hash)"
         " VALUES (4, %s, NULL, 'mallory', 'connection.request.approve', NULL, '', 'approved', '',"
@@ -120,9 +122,9 @@ def test_inserted_row_in_the_middle_is_caught(chain):
 
 def test_fingerprint_is_keyed_and_not_the_value(settings):
     settings.AUDIT_HMAC_KEY = "key-one"
-    one = audit.fingerprint("s3cret")
+    one = doc.fingerprint("s3cret")
     settings.AUDIT_HMAC_KEY = "key-two"
-    two = audit.fingerprint("s3cret")
+    two = doc.fingerprint("s3cret")
     assert one.startswith("hmac-sha256:")
     assert one != two
     assert "s3cret" not in one
@@ -149,13 +151,13 @@ def _insert_sealed(seq: int, prev_hash: str, created_at) -> None:
         outcome="approved", arn="", connection_state="", data={},
     )  # fmt: skip
     audit.seal(fields, prev_hash)
-    sql.insert(AuditEvent, [fields])
+    AuditEvent.objects.bulk_create([AuditEvent(**fields)])
 
 
 def test_tail_cut_off_with_the_head_rewound_is_caught(chain):
     call_command("verify_audit_chain")  # leaves a checkpoint at event 6
     _drop_trigger()
-    sql.execute("DELETE FROM connections_app_auditevent WHERE id > 3")
+    rawsql.execute("DELETE FROM connections_app_auditevent WHERE id > 3")
     audit.advance_head(3, chain[2].hash)
     with pytest.raises(CommandError, match="broken at event 4: a checkpoint recorded event 6"):
         call_command("verify_audit_chain")
@@ -176,6 +178,6 @@ def test_correctly_hashed_row_after_the_head_is_caught(chain):
 def test_missing_head_is_caught(chain):
     from connections_app.models import AuditChainHead
 
-    sql.execute(f"DELETE FROM {sql.table(AuditChainHead)}")  # noqa: S608
+    rawsql.execute(f"DELETE FROM {AuditChainHead._meta.db_table}")  # noqa: S608
     with pytest.raises(CommandError, match="broken at event 6: the chain's head record is missing"):
         call_command("verify_audit_chain")

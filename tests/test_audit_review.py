@@ -13,12 +13,14 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from connections_app import audit, services, sql
+from connections_app import audit, audit_review, services
+from connections_app import document as doc
 from connections_app.models import AuditCheckpoint, AuditEvent, AuditSecretUse
+from tests import rawsql
 
 pytestmark = pytest.mark.django_db
 LIST = reverse("audit_list")
-PAGE = audit.PAGE_SIZE
+PAGE = audit_review.PAGE_SIZE
 
 
 def _generate(settings, count, *args):
@@ -102,8 +104,9 @@ def test_query_count_is_fixed_whatever_the_page(auditor_client, generated):
         with CaptureQueriesContext(connection) as queries:
             assert auditor_client.get(url).status_code == 200
         counts.append(len(queries))
-    # session, user, permissions (one query, roles.PermissionBackend), the page: nothing per row.
-    assert counts == [4, 4, 4]
+    # Session, user and permissions (Django's own), the page: the same count at any depth, and
+    # nothing per row.
+    assert len(set(counts)) == 1 and counts[0] <= 6
 
 
 def _make(settings, count):
@@ -180,13 +183,13 @@ def test_before_and_after_together_is_refused(auditor_client, generated):
 
 def test_page_of_boundaries_directly(settings):
     ids = _make(settings, 7)
-    qs = audit.events_filtered()
-    full = audit.page_of(qs, size=7)
+    qs = audit_review.events_filtered()
+    full = audit_review.page_of(qs, size=7)
     assert [e.id for e in full.events] == ids and full.older is None
-    cut = audit.page_of(qs, size=6)
+    cut = audit_review.page_of(qs, size=6)
     assert cut.older == ids[5]
-    assert [e.id for e in audit.page_of(qs, before=cut.older, size=6).events] == ids[6:]
-    assert audit.page_of(qs, after=ids[0], size=6).events == []
+    assert [e.id for e in audit_review.page_of(qs, before=cut.older, size=6).events] == ids[6:]
+    assert audit_review.page_of(qs, after=ids[0], size=6).events == []
 
 
 # ---------------------------------------------------------------------------
@@ -336,10 +339,10 @@ def test_jsonl_export_is_the_stored_log(auditor_client, generated):
 
 def test_csv_export_is_the_stored_log(auditor_client, generated):
     rows = list(csv.reader(io.StringIO(_export(auditor_client, "csv"))))
-    assert rows[0] == list(audit.EXPORT_COLUMNS)
+    assert rows[0] == list(audit_review.EXPORT_COLUMNS)
     assert len(rows) == len(generated) + 1
     for values, event in zip(rows[1:], generated, strict=True):
-        row = dict(zip(audit.EXPORT_COLUMNS, values, strict=True))
+        row = dict(zip(audit_review.EXPORT_COLUMNS, values, strict=True))
         assert row["data"] == event.data
         assert int(row["id"]) == event.id and row["hash"] == event.hash
         assert row["actor_id"] == ("" if event.actor_id is None else str(event.actor_id))
@@ -357,8 +360,8 @@ def test_export_follows_the_filter_and_ignores_the_cursor(auditor_client, genera
 
 def test_export_chunks_join_up_exactly(settings):
     ids = _make(settings, 23)
-    qs = audit.events_filtered()
-    chunks = list(audit.export_chunks(qs, first=2, chunk=5))
+    qs = audit_review.events_filtered()
+    chunks = list(audit_review.export_chunks(qs, first=2, chunk=5))
     assert [len(c) for c in chunks] == [2, 5, 5, 5, 5, 1]
     assert [row[0] for c in chunks for row in c] == ids
 
@@ -445,7 +448,7 @@ def test_diff_rules_for_secret_leaves():
     read3 = {**ref, "version": 3, "fingerprint": "hmac-sha256:" + "1" * 64}
     read4 = {**ref, "version": 4, "fingerprint": "hmac-sha256:" + "2" * 64}
     moved = {**ref, "vault": "secret/b#k"}
-    diff = audit.document_diff
+    diff = audit_review.document_diff
     assert diff({"P": ref}, {"P": read3}) == []  # "latest" read as version 3: same document
     assert diff({"P": {**ref, "version": 3}}, {"P": read3}) == []
     assert [c.kind for c in diff({"P": {**ref, "version": 2}}, {"P": read3})] == ["changed"]
@@ -482,7 +485,7 @@ def test_chain_status_from_a_checkpoint(auditor_client, generated):
     assert response.context["chain"].ok and response.context["chain"].checked == 1
     assert "this event is that checkpoint" in response.content.decode()
     _disable_trigger()
-    sql.execute(
+    rawsql.execute(
         "UPDATE connections_app_auditevent SET outcome = 'forged' WHERE id = %s",
         [generated[0].id],
     )
@@ -500,7 +503,7 @@ def test_chain_status_after_a_checkpoint_and_tampering(auditor_client, generated
     assert response.context["chain_start"]["seq"] == generated[0].id
     assert response.context["chain"].ok and response.context["chain"].checked == 3
     _disable_trigger()
-    sql.execute(
+    rawsql.execute(
         "UPDATE connections_app_auditevent SET outcome = 'forged' WHERE id = %s", [newest.id - 1]
     )
     response = _detail(auditor_client, newest.id)
@@ -510,7 +513,7 @@ def test_chain_status_after_a_checkpoint_and_tampering(auditor_client, generated
 
 
 def test_far_from_a_checkpoint_the_page_offers_to_verify(auditor_client, generated, monkeypatch):
-    monkeypatch.setattr(audit, "VERIFY_ON_PAGE", 10)
+    monkeypatch.setattr(audit_review, "VERIFY_ON_PAGE", 10)
     event = generated[0]
     response = _detail(auditor_client, event.id)
     assert response.context["chain"] is None
@@ -523,7 +526,7 @@ def test_older_events_name_the_verification_that_covered_them(
     auditor_client, generated, monkeypatch
 ):
     call_command("verify_audit_chain", stdout=io.StringIO())
-    monkeypatch.setattr(audit, "VERIFY_ON_PAGE", 10)
+    monkeypatch.setattr(audit_review, "VERIFY_ON_PAGE", 10)
     response = _detail(auditor_client, generated[-30].id)
     assert response.context["chain"] is None
     assert response.context["chain_start"]["covered_by"].seq == generated[0].id
@@ -543,13 +546,13 @@ def test_rewritten_chain_differs_from_its_checkpoint(generated):
         fields.update(action=e.action, request_id=e.request_id, connection_name=e.connection_name)
         fields.update(outcome=outcome, arn=e.arn, connection_state=e.connection_state)
         digest = audit._hash(prev, audit.header_of(fields), e.data)
-        sql.execute(
+        rawsql.execute(
             "UPDATE connections_app_auditevent SET outcome = %s, prev_hash = %s, hash = %s "
             "WHERE id = %s",
             [outcome, prev, digest, e.id],
         )
         prev = digest
-    sql.execute("UPDATE connections_app_auditchainhead SET last_hash = %s WHERE id = 1", [prev])
+    rawsql.execute("UPDATE connections_app_auditchainhead SET last_hash = %s WHERE id = 1", [prev])
     with pytest.raises(CommandError, match="differs from an earlier checkpoint"):
         call_command("verify_audit_chain")
 
@@ -565,7 +568,7 @@ def test_verify_in_chunks(generated, chunk):
 
 def test_verify_stops_at_the_first_bad_event_with_chunks_still_queued(generated):
     _disable_trigger()
-    sql.execute("UPDATE connections_app_auditevent SET actor_username = 'eve' WHERE id = 9")
+    rawsql.execute("UPDATE connections_app_auditevent SET actor_username = 'eve' WHERE id = 9")
     result = audit.verify_chain(chunk=4)
     assert (result.ok, result.bad_event, result.checked) == (False, 9, 8)
     assert AuditEvent.objects.count() == len(generated)  # the connection is still usable
@@ -573,7 +576,7 @@ def test_verify_stops_at_the_first_bad_event_with_chunks_still_queued(generated)
 
 def _disable_trigger():
     if connection.vendor == "postgresql":
-        sql.execute("ALTER TABLE connections_app_auditevent DISABLE TRIGGER USER")
+        rawsql.execute("ALTER TABLE connections_app_auditevent DISABLE TRIGGER USER")
 
 
 def _append_steps(count):
@@ -593,8 +596,8 @@ def test_fingerprints_are_indexed_when_recorded(resolved_pair):
         uses = {u.path: u for u in AuditSecretUse.objects.filter(event=resolve)}
         expected = {
             path: leaf
-            for path, leaf in audit.flatten(json.loads(resolve.data)["document"])
-            if audit.is_secret_leaf(leaf)
+            for path, leaf in doc.flatten(json.loads(resolve.data)["document"])
+            if doc.is_reference(leaf)
         }
         assert set(uses) == set(expected)
         for path, leaf in expected.items():
@@ -676,13 +679,13 @@ def test_secret_uses_pages_by_event(settings, auditor_client):
         set(AuditSecretUse.objects.filter(reference=reference).values_list("event_id", flat=True)),
         reverse=True,
     )
-    rows, older = audit.secret_uses_page(reference=reference, size=2)
+    rows, older = audit_review.secret_uses_page(reference=reference, size=2)
     seen = [r["event"].id for r in rows]
     while older:
-        rows, older = audit.secret_uses_page(reference=reference, before=older, size=2)
+        rows, older = audit_review.secret_uses_page(reference=reference, before=older, size=2)
         seen += [r["event"].id for r in rows]
     assert seen == expected
-    assert audit.secret_uses_page(fingerprint=fingerprint)[0]
+    assert audit_review.secret_uses_page(fingerprint=fingerprint)[0]
 
 
 def test_reference_search_takes_the_form_request_pages_show(auditor_client, resolved_pair):
@@ -691,9 +694,9 @@ def test_reference_search_takes_the_form_request_pages_show(auditor_client, reso
     found = [
         [row["event"].id for row in rows]
         for rows, _ in (
-            audit.secret_uses_page(reference=use.reference),
-            audit.secret_uses_page(reference=use.reference, version=use.version),
-            audit.secret_uses_page(reference=use.reference, version=use.version + 1),
+            audit_review.secret_uses_page(reference=use.reference),
+            audit_review.secret_uses_page(reference=use.reference, version=use.version),
+            audit_review.secret_uses_page(reference=use.reference, version=use.version + 1),
         )
     ]
     assert use.event_id in found[0] and found[1] == found[0] and found[2] == []

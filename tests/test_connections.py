@@ -173,7 +173,7 @@ def test_request_page_shows_the_version_each_reference_resolves_to_now(
 def test_queue_pages_oldest_first(requester, approver_client, make_document):
     from django.utils import timezone
 
-    from connections_app.views import QUEUE_PAGE_SIZE as size
+    from connections_app.selectors import QUEUE_PAGE_SIZE as size
 
     document = make_document()
     R.objects.bulk_create(
@@ -187,7 +187,7 @@ def test_queue_pages_oldest_first(requester, approver_client, make_document):
     page = first.content.decode()
     assert "queued-000" in page and f"queued-{size - 1:03d}" in page
     assert f"queued-{size:03d}" not in page and f"{size + 1} waiting" in page
-    newer = first.context["newer"]
+    newer = first.context["queue"].newer
     assert newer == R.objects.get(name=f"queued-{size - 1:03d}").pk
 
     # The approver decides the oldest request, then asks for the next page: nothing is skipped.

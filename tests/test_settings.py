@@ -7,8 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from django.contrib.auth.backends import ModelBackend
-from django.contrib.auth.models import Permission
 
 from connections_app import roles, services
 
@@ -114,19 +112,3 @@ def test_no_secret_in_any_log_record_at_debug(kind, requester, approver, make_do
     assert "Request body" not in text and "body=" not in text
     for name in ("botocore", "urllib3", "hvac"):
         assert logging.getLogger(name).getEffectiveLevel() >= logging.WARNING
-
-
-@pytest.mark.django_db
-def test_permission_backend_gives_what_model_backend_gives(user_factory, django_user_model):
-    user = user_factory("mixed", groups=[roles.REQUESTERS, roles.AUDITORS])
-    user.user_permissions.add(Permission.objects.get(codename="change_connectionrequest"))
-    boss = user_factory("boss", superuser=True)
-    for person in (user, boss):
-        ours = roles.PermissionBackend().get_all_permissions(
-            django_user_model.objects.get(pk=person.pk)
-        )
-        django = ModelBackend().get_all_permissions(django_user_model.objects.get(pk=person.pk))
-        assert ours == django
-    mixed = roles.PermissionBackend().get_all_permissions(user)
-    assert {roles.CAN_REQUEST, roles.CAN_AUDIT, "connections_app.change_connectionrequest"} <= mixed
-    assert roles.CAN_APPROVE not in mixed

@@ -15,7 +15,7 @@ register = template.Library()
 
 @register.simple_tag
 def audit_rows(events) -> str:
-    """<tr>s for named rows of audit._LIST_COLUMNS; every value escaped."""
+    """<tr>s for named rows of audit_review._LIST_COLUMNS; every value escaped."""
     detail = reverse("audit_detail", args=[0]).removesuffix("0/")  # audit/<id>/
     rows = [
         f'<tr><td><a href="{detail}{e.id}/">{e.id}</a></td><td>{e.when}</td>'

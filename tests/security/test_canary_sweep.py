@@ -338,14 +338,16 @@ def test_sweep_failure_paths(sweep, bao_cli, settings, moto, monkeypatch):
     cancelled.refresh_from_db()
     expired = sweep.file("OAUTH_CLIENT_CREDENTIALS", _name("expire"))
     R.objects.filter(pk=expired.pk).update(expires_at=timezone.now() - dt.timedelta(seconds=1))
-    sweep.c["approver"].get(reverse("approval_queue"))
-    expired.refresh_from_db()
+    shown = sweep.c["approver"].get(reverse("request_detail", args=[expired.pk]))
+    assert 'data-testid="status">Expired<' in shown.content.decode()
+    sweep.c["approver"].post(reverse("request_approve", args=[expired.pk]), follow=True)
+    expired.refresh_from_db()  # the page showed it expired; the refused approval recorded it
     created = R.objects.filter(status=R.CREATED).first()
     again = sweep.approve(created)
     refusal = sweep.said()
     sweep.flow(
         f"reject (empty reason refused, then with reason) -> {obj.status}; cancel -> "
-        f"{cancelled.status}; expiry -> {expired.status}; approving a created request -> "
+        f"{cancelled.status}; past its time, approve -> {expired.status}; approving a created request -> "
         f"{again.status} (“{refusal}”)"
     )
     assert (obj.status, cancelled.status, expired.status) == (R.REJECTED, R.CANCELLED, R.EXPIRED)
@@ -461,7 +463,7 @@ def test_sweep_pages_admin_audit_exports_and_commands(sweep):
     events = list(AuditEvent.objects.order_by("id").values_list("id", flat=True))
 
     auditor, admin_client = sweep.c["auditor"], sweep.c["admin"]
-    references = sorted({doc.reference_text(leaf) for r in R.objects.all()
+    references = sorted({str(vault.Reference.from_leaf(leaf)) for r in R.objects.all()
                          for _, leaf in doc.secret_leaves(r.document)})  # fmt: skip
     data = " ".join(AuditEvent.objects.values_list("data", flat=True))
     fingerprints = sorted(set(re.findall(r"hmac-sha256:[0-9a-f]{64}", data)))

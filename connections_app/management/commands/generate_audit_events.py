@@ -281,7 +281,7 @@ class Command(BaseCommand):
         audit.advance_head(seq, prev)
 
     def _write(self, model, columns, rows) -> None:
-        if connection.vendor == "postgresql":
+        if connection.vendor == "postgresql":  # COPY: fills the 1M-event bench log in minutes
             table = connection.ops.quote_name(model._meta.db_table)
             sql = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
             with connection.cursor() as cursor, cursor.copy(sql) as copy:
