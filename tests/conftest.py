@@ -1,14 +1,19 @@
-"""Real servers for the whole session: one OpenBao dev server and one moto server on loopback."""
+"""Real servers for the tests that ask for them (`servers`): one OpenBao dev server and one moto
+server on loopback, started on first use and kept for the session. Every other test has Vault
+and AWS pointed at a closed loopback port, so nothing reaches a developer's own servers or AWS."""
 
 from __future__ import annotations
 
 import os
 import secrets
 import uuid
+from dataclasses import dataclass
 
 import pytest
 
 from connections_app import devstack, eventbridge, roles, vault
+from tests import faults
+from tests.faults import FaultProxy
 
 KV1 = devstack.KV1_MOUNT
 
@@ -49,17 +54,15 @@ def canaries(openbao):
     return values
 
 
-@pytest.fixture(autouse=True)
-def _real_servers(openbao, moto, canaries, settings, monkeypatch):
-    """Every test talks to the session's servers, whatever the developer's environment says."""
-    settings.VAULT_ADDR = openbao.url
-    settings.VAULT_TOKEN = openbao.extra["token"]
+def _point_at(settings, monkeypatch, *, vault_url: str, vault_token: str, aws_url: str) -> None:
+    settings.VAULT_ADDR = vault_url
+    settings.VAULT_TOKEN = vault_token
     settings.VAULT_ROLE_ID = settings.VAULT_SECRET_ID = settings.VAULT_K8S_ROLE = ""
     settings.VAULT_NAMESPACE = ""
     for key in list(os.environ):
         if key.startswith("AWS_"):
             monkeypatch.delenv(key)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto.url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", aws_url)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
@@ -68,9 +71,24 @@ def _real_servers(openbao, moto, canaries, settings, monkeypatch):
     settings.AWS_READ_TIMEOUT = 5
     vault.reset_client()
     eventbridge.reset_clients()
+
+
+@pytest.fixture(autouse=True)
+def _no_outside_calls(settings, monkeypatch):
+    """Whatever the developer's environment says, a test reaches no Vault and no AWS of theirs:
+    both point at a closed loopback port until a test asks for `servers`."""
+    closed = f"http://127.0.0.1:{faults.closed_port()}"
+    _point_at(settings, monkeypatch, vault_url=closed, vault_token="none", aws_url=closed)
     yield
     vault.reset_client()
     eventbridge.reset_clients()
+
+
+@pytest.fixture
+def servers(openbao, moto, canaries, settings, monkeypatch, _no_outside_calls):
+    """The session's OpenBao (seeded with the canaries) and moto, for this test."""
+    token = openbao.extra["token"]
+    _point_at(settings, monkeypatch, vault_url=openbao.url, vault_token=token, aws_url=moto.url)
 
 
 @pytest.fixture
@@ -84,6 +102,61 @@ def bao_cli(openbao):
 @pytest.fixture
 def unique_name():
     return f"conn-{uuid.uuid4().hex[:12]}"
+
+
+# ---------------------------------------------------------------------------
+# Counting every call the app makes to Vault and to AWS
+
+
+@pytest.fixture(scope="session")
+def _vault_counter(openbao):
+    with FaultProxy(openbao.url) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="session")
+def _aws_counter(moto):
+    with FaultProxy(moto.url) as proxy:
+        yield proxy
+
+
+@dataclass
+class Calls:
+    vault: FaultProxy
+    aws: FaultProxy
+
+    def reset(self) -> None:
+        self.vault.seen.clear()
+        self.aws.seen.clear()
+        self.vault.rules.clear()
+        self.aws.rules.clear()
+
+    def total(self) -> tuple[int, int]:
+        return len(self.vault.seen), len(self.aws.seen)
+
+    def secret_reads(self) -> int:
+        """Reads of a secret's data (KV v2 `data/` or a KV v1 path), not mount lookups."""
+        return sum(
+            1
+            for method, path, _ in self.vault.seen
+            if method == "GET"
+            and path.startswith("/v1/")
+            and "/sys/" not in path
+            and "/auth/" not in path
+        )
+
+
+@pytest.fixture
+def calls(servers, _vault_counter, _aws_counter, settings, monkeypatch) -> Calls:
+    """The app reaches Vault and AWS through counting proxies for this test."""
+    settings.VAULT_ADDR = _vault_counter.url
+    monkeypatch.setenv("AWS_ENDPOINT_URL", _aws_counter.url)
+    vault.reset_client()
+    eventbridge.reset_clients()
+    counted = Calls(_vault_counter, _aws_counter)
+    counted.reset()
+    yield counted
+    counted.reset()
 
 
 # ---------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from connections_app.models import AuditEvent, ConnectionRequest
 from tests.faults import FaultProxy, aws_target, closed_port
 
 R = ConnectionRequest
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.usefixtures("servers"), pytest.mark.django_db]
 
 
 @pytest.fixture
@@ -479,3 +479,32 @@ def test_refused_decision_keeps_what_the_approver_typed(
 def test_request_page_history_names_each_step_and_its_actor(pending, requester, approver_client):
     page = approver_client.get(reverse("request_detail", args=[pending.pk])).content.decode()
     assert f"<code>connection.request.create</code> by {requester.username} (success)" in page
+
+
+def test_get_pages_only_read(pending, requester_client, approver_client, auditor_client):
+    """Queue, My requests, the request page, the connections and the audit log write nothing,
+    even with a request past its time (it shows as expired; an action records it)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    R.objects.filter(pk=pending.pk).update(expires_at=timezone.now())
+    pages = [
+        (approver_client, reverse("approval_queue")),
+        (approver_client, reverse("request_detail", args=[pending.pk])),
+        (approver_client, reverse("connection_list")),
+        (requester_client, reverse("request_mine")),
+        (requester_client, reverse("request_detail", args=[pending.pk])),
+        (requester_client, reverse("request_edit", args=[pending.pk])),
+        (auditor_client, reverse("audit_list")),
+    ]
+    for client, url in pages:
+        with CaptureQueriesContext(connection) as queries:
+            assert client.get(url).status_code in (200, 302)
+        writes = [
+            q["sql"]
+            for q in queries
+            if q["sql"].lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE"))
+            and "django_session" not in q["sql"]
+        ]
+        assert writes == [], url
+    assert R.objects.get(pk=pending.pk).status == R.PENDING

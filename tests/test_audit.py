@@ -10,7 +10,7 @@ from connections_app import document as doc
 from connections_app.models import AppendOnlyError, AuditEvent
 from tests import rawsql
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.usefixtures("servers"), pytest.mark.django_db]
 
 
 @pytest.fixture

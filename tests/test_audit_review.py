@@ -266,7 +266,9 @@ def test_combined_filters(auditor_client, generated):
     assert _walk(auditor_client, f"actor={actor}&outcome=approved&action=nothing.like.this") == []
 
 
-def test_events_of_one_instant_keep_their_date(auditor_client, requester, approver, make_document):
+def test_events_of_one_instant_keep_their_date(
+    servers, auditor_client, requester, approver, make_document
+):
     # An approval appends two events in one call with the same time: the date bounds must not
     # drop either of them.
     request = services.request_create(requester=requester, document=make_document())
@@ -387,7 +389,7 @@ def resolved_pair(requester, approver, make_document, unique_name):
     return made
 
 
-def test_exports_and_pages_hold_no_secret_value(auditor_client, resolved_pair, canaries):
+def test_exports_and_pages_hold_no_secret_value(servers, auditor_client, resolved_pair, canaries):
     texts = [_export(auditor_client, "jsonl"), _export(auditor_client, "csv")]
     texts.append(auditor_client.get(LIST).content.decode())
     for event in AuditEvent.objects.all():
@@ -415,7 +417,7 @@ def _detail(client, event_id, **params):
 
 
 def test_detail_shows_document_and_diff_against_previous_version(
-    auditor_client, requester, make_document
+    servers, auditor_client, requester, make_document
 ):
     request = services.request_create(requester=requester, document=make_document("API_KEY"))
     edited = make_document("API_KEY", name=request.name, Description="new words")
@@ -458,7 +460,9 @@ def test_diff_rules_for_secret_leaves():
     assert [c.kind for c in diff({"L": [1, 2]}, {"L": [1]})] == ["removed"]
 
 
-def test_resolve_event_diff_shows_no_change_for_the_read_it_made(auditor_client, resolved_pair):
+def test_resolve_event_diff_shows_no_change_for_the_read_it_made(
+    servers, auditor_client, resolved_pair
+):
     resolve = AuditEvent.objects.filter(
         request_id=resolved_pair[0].pk, action="connection.vault.resolve"
     ).get()
@@ -590,7 +594,7 @@ def _append_steps(count):
 # Fingerprint correlation
 
 
-def test_fingerprints_are_indexed_when_recorded(resolved_pair):
+def test_fingerprints_are_indexed_when_recorded(servers, resolved_pair):
     for request in resolved_pair:
         resolve = AuditEvent.objects.get(request_id=request.pk, action="connection.vault.resolve")
         uses = {u.path: u for u in AuditSecretUse.objects.filter(event=resolve)}
@@ -606,7 +610,7 @@ def test_fingerprints_are_indexed_when_recorded(resolved_pair):
             assert uses[path].version == leaf["version"]
 
 
-def test_migration_backfills_the_fingerprint_index(resolved_pair):
+def test_migration_backfills_the_fingerprint_index(servers, resolved_pair):
     import importlib
 
     from django.apps import apps
@@ -620,7 +624,7 @@ def test_migration_backfills_the_fingerprint_index(resolved_pair):
     assert sorted(AuditSecretUse.objects.values_list(*columns)) == indexed
 
 
-def test_same_value_is_found_across_connections(auditor_client, resolved_pair):
+def test_same_value_is_found_across_connections(servers, auditor_client, resolved_pair):
     a, b = (
         AuditEvent.objects.get(request_id=r.pk, action="connection.vault.resolve")
         for r in resolved_pair
@@ -640,7 +644,9 @@ def test_same_value_is_found_across_connections(auditor_client, resolved_pair):
     assert "unchanged since" in detail.content.decode()
 
 
-def test_changed_value_of_a_reference_is_marked(auditor_client, requester, approver, make_document):
+def test_changed_value_of_a_reference_is_marked(
+    servers, auditor_client, requester, approver, make_document
+):
     made = []
     for version in (1, None):  # version 1 holds the old value, the latest the new one
         document = make_document("API_KEY")
@@ -688,7 +694,7 @@ def test_secret_uses_pages_by_event(settings, auditor_client):
     assert audit_review.secret_uses_page(fingerprint=fingerprint)[0]
 
 
-def test_reference_search_takes_the_form_request_pages_show(auditor_client, resolved_pair):
+def test_reference_search_takes_the_form_request_pages_show(servers, auditor_client, resolved_pair):
     """`mount/path#key@version`, as copied from a request page: that version's reads only."""
     use = AuditSecretUse.objects.order_by("event_id").first()
     found = [
@@ -707,7 +713,7 @@ def test_reference_search_takes_the_form_request_pages_show(auditor_client, reso
     assert [row["event"].id for row in response.context["rows"]] == found[1]
 
 
-def test_verify_checks_the_secret_use_index(resolved_pair):
+def test_verify_checks_the_secret_use_index(servers, resolved_pair):
     assert audit.verify_secret_uses().ok
     call_command("verify_audit_chain", stdout=io.StringIO())
     first = AuditSecretUse.objects.order_by("event_id").first()
@@ -766,7 +772,7 @@ def test_admin_audit_events_are_read_only_for_superusers(admin_client_, generate
     call_command("verify_audit_chain", stdout=io.StringIO())
 
 
-def test_admin_requests_are_viewable_not_editable(admin_client_, requester, make_document):
+def test_admin_requests_are_viewable_not_editable(servers, admin_client_, requester, make_document):
     request = services.request_create(requester=requester, document=make_document())
     base = "/admin/connections_app/connectionrequest/"
     assert admin_client_.get(base).status_code == 200
@@ -792,7 +798,7 @@ def test_generator_refuses_without_debug(settings):
     assert AuditEvent.objects.count() == 0
 
 
-def test_generator_continues_the_real_chain(settings, resolved_pair):
+def test_generator_continues_the_real_chain(servers, settings, resolved_pair):
     real = AuditEvent.objects.count()
     last = AuditEvent.objects.order_by("-id").first()
     _generate(settings, 250, "--days", "5")

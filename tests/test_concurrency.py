@@ -1,57 +1,96 @@
-"""N approvers at once on PostgreSQL: one create_connection."""
+"""Approvals racing, and approvals refused: who reads Vault, and how often AWS is called.
+
+Runs on the suite's database: on PostgreSQL the claim's row lock serialises the approvers, on
+SQLite its BEGIN IMMEDIATE does (threads, each with its own connection).
+"""
 
 import threading
+from datetime import timedelta
 
 import boto3
 import pytest
-from django.db import connection, connections
+from django.db import connections
+from django.utils import timezone
 
-from connections_app import eventbridge, services
+from connections_app import services
 from connections_app.models import ConnectionRequest
-from tests.faults import FaultProxy
 
-pytestmark = [
-    pytest.mark.postgres,
-    pytest.mark.skipif(
-        connection.vendor != "postgresql", reason="row locks are tested on PostgreSQL"
-    ),
-]
+pytestmark = pytest.mark.usefixtures("servers")
+R = ConnectionRequest
 N = 8
 
 
 @pytest.mark.django_db(transaction=True)
-def test_parallel_approvals_create_once(requester, user_factory, make_document, moto, monkeypatch):
+def test_parallel_approvals_create_once_and_read_each_secret_once(
+    requester, user_factory, make_document, calls
+):
     request = services.request_create(requester=requester, document=make_document("API_KEY"))
+    distinct = {leaf["vault"] for leaf in _leaves(request.document)}
+    assert len(distinct) == 2  # the API key and the secret header, each at its latest version
     approvers = [user_factory(f"approver{i}", groups=["connection-approvers"]) for i in range(N)]
+    calls.reset()
     start = threading.Barrier(N)
     outcomes = []
 
-    with FaultProxy(moto.url) as proxy:
-        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
-        eventbridge.reset_clients()
+    def approve(user):
+        try:
+            start.wait()
+            done = services.request_approve(
+                request=request, approver=user, seen_hash=request.document_hash
+            )
+            outcomes.append(done.status)
+        except services.ActionRefused as exc:
+            outcomes.append(exc.code)
+        finally:
+            connections.close_all()
 
-        def approve(user):
-            try:
-                start.wait()
-                done = services.request_approve(
-                    request=request, approver=user, seen_hash=request.document_hash
-                )
-                outcomes.append(done.status)
-            except services.ActionRefused as exc:
-                outcomes.append(exc.code)
-            finally:
-                connections.close_all()
+    threads = [threading.Thread(target=approve, args=(u,)) for u in approvers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
 
-        threads = [threading.Thread(target=approve, args=(u,)) for u in approvers]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-        creates = proxy.targets("CreateConnection")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto.url)
-
-    assert creates == 1
-    assert outcomes.count(ConnectionRequest.CREATED) == 1
-    assert outcomes.count("not_pending") == N - 1
+    assert calls.aws.targets("CreateConnection") == 1
+    assert calls.secret_reads() == len(distinct)  # only the approver who claimed it read Vault
+    assert sorted(outcomes) == sorted([R.CREATED] + ["not_pending"] * (N - 1))
     names = [c["Name"] for c in boto3.client("events").list_connections()["Connections"]]
     assert names.count(request.name) == 1
+
+
+def _leaves(document):
+    from connections_app import document as doc
+
+    return [leaf for _, leaf in doc.secret_leaves(document)]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("why", ["own_request", "document_changed", "expired", "not_approver"])
+def test_refused_approval_reads_no_secret(
+    why, requester, approver, auditor, user_factory, make_document, calls
+):
+    request = services.request_create(requester=requester, document=make_document("API_KEY"))
+    seen, who = request.document_hash, approver
+    if why == "own_request":
+        who = user_factory(groups=["connection-requesters", "connection-approvers"])
+        request = services.request_create(
+            requester=who, document=make_document("BASIC", name=f"{request.name}-own")
+        )
+        seen = request.document_hash
+    elif why == "document_changed":
+        services.request_update(
+            request=request, editor=requester, document=make_document("BASIC", name=request.name)
+        )
+    elif why == "expired":
+        R.objects.filter(pk=request.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    else:
+        who = auditor
+    calls.reset()
+
+    with pytest.raises(services.ActionRefused) as refused:
+        services.request_approve(request=request, approver=who, seen_hash=seen)
+
+    assert refused.value.code == why
+    assert calls.secret_reads() == 0
+    assert calls.aws.targets("CreateConnection") == 0
+    expected = R.EXPIRED if why == "expired" else R.PENDING  # an expiry is recorded all the same
+    assert R.objects.get(pk=request.pk).status == expected

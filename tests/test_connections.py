@@ -9,11 +9,11 @@ import pytest
 from django.core.management import call_command
 from django.urls import reverse
 
-from connections_app import audit, services
+from connections_app import audit, roles, services
 from connections_app.models import AuditEvent, ConnectionRequest
 
 R = ConnectionRequest
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.usefixtures("servers"), pytest.mark.django_db]
 
 
 @pytest.fixture
@@ -216,9 +216,25 @@ def test_queue_shows_how_long_each_request_waited(ago, shown):
     assert waited(timezone.now() - ago) == shown
 
 
-def test_blank_form_is_the_same_from_the_cache(requester_client):
-    first = requester_client.get(reverse("request_new")).content.decode()
-    second = requester_client.get(reverse("request_new")).content.decode()
-    strip = re.compile(r'name="csrfmiddlewaretoken" value="[^"]*"')
+def test_blank_form_is_the_same_from_the_cache(user_factory):
+    """The blank form is cached once for everyone: the second requester gets the first one's
+    fragment, which must hold nothing of the first requester."""
+    from django.core.cache import cache
+    from django.core.cache.utils import make_template_fragment_key
+    from django.test import Client
+
+    cache.clear()
+    pages = []
+    for name in ("alice-requester", "bruno-requester"):
+        client = Client()
+        client.force_login(user_factory(name, groups=[roles.REQUESTERS]))
+        pages.append(client.get(reverse("request_new")).content.decode())
+        if name.startswith("alice"):  # the fragment is now in the cache, and bruno's page uses it
+            assert cache.get(make_template_fragment_key("request_form_blank")) is not None
+    first, second = pages
+    assert "bruno-requester" in second and "alice-requester" not in second
+    strip = re.compile(
+        r'name="csrfmiddlewaretoken" value="[^"]*"|<strong data-testid="username">[^<]*'
+    )
     assert strip.sub("", first) == strip.sub("", second)
     assert 'name="name"' in second and 'name="oauth_header-TOTAL_FORMS"' in second

@@ -99,7 +99,7 @@ def non_string_secret(bao_cli):
     return f"{path}#password", value
 
 
-def test_report_hides_a_value_refused_after_it_was_read(non_string_secret):
+def test_report_hides_a_value_refused_after_it_was_read(servers, non_string_secret):
     reference, value = non_string_secret
 
     report = _report(vault.read, vault.parse_reference(reference))
@@ -109,7 +109,9 @@ def test_report_hides_a_value_refused_after_it_was_read(non_string_secret):
     _assert_absent(report, value)
 
 
-def test_report_hides_values_when_resolving_a_document_fails(make_document, non_string_secret):
+def test_report_hides_values_when_resolving_a_document_fails(
+    servers, make_document, non_string_secret
+):
     reference, value = non_string_secret
     document = make_document("BASIC")
     document["AuthParameters"]["BasicAuthParameters"]["Password"]["vault"] = reference
@@ -121,7 +123,7 @@ def test_report_hides_values_when_resolving_a_document_fails(make_document, non_
 
 
 def test_report_hides_the_payload_when_the_sdk_fails(
-    requester, approver, make_document, canaries, sdk_fault
+    servers, requester, approver, make_document, canaries, sdk_fault
 ):
     request = services.request_create(requester=requester, document=make_document("BASIC"))
 
@@ -149,7 +151,9 @@ def test_report_hides_a_vault_token_in_flight(settings, canaries):
     _assert_absent(report, token, token[:-1])
 
 
-def test_health_probe_with_such_a_token_answers_and_mails_nothing(settings, client, mailoutbox):
+def test_health_probe_with_such_a_token_answers_and_mails_nothing(
+    servers, settings, client, mailoutbox
+):
     """/healthz is anonymous: a bad token must make it say "not authenticated", not mail a
     report of hvac's frames (which hold the token) to the admins on every probe."""
     settings.DEBUG = False
@@ -186,7 +190,7 @@ def approle_mount(bao_cli, settings):
     bao_cli("auth", "disable", mount)
 
 
-def test_report_hides_approle_credentials_after_a_refused_login(approle_mount, settings):
+def test_report_hides_approle_credentials_after_a_refused_login(servers, approle_mount, settings):
     """hvac's frames (role_id, secret_id) are in the report as the refusal's cause."""
     settings.VAULT_SECRET_ID = f"CANARYSECRETID{secrets.token_hex(8)}"
     vault.reset_client()
@@ -219,7 +223,16 @@ def test_reporter_filter_hides_vault_and_audit_settings(settings, rf):
 
 @pytest.mark.parametrize("fault", ["sdk", "vault_token"])
 def test_500_during_approval_mails_admins_a_report_without_secrets(
-    fault, request, settings, requester, approver, make_document, canaries, openbao, mailoutbox
+    servers,
+    fault,
+    request,
+    settings,
+    requester,
+    approver,
+    make_document,
+    canaries,
+    openbao,
+    mailoutbox,
 ):
     """Through the view, Django's handler and the configured AdminEmailHandler (HTML too)."""
     settings.ADMINS = [("Ops", "ops@example.com")]

@@ -10,6 +10,8 @@ import pytest
 
 from connections_app import devstack, eventbridge, vault
 
+pytestmark = pytest.mark.usefixtures("servers")
+
 
 def _closed_url() -> str:
     return f"http://{devstack.HOST}:{devstack.free_port()}"

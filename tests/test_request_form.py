@@ -17,7 +17,7 @@ from connections_app.devstack import KV1_MOUNT as KV1
 from connections_app.forms import PARAMETER_LISTS
 from connections_app.models import ConnectionRequest, DocumentRevision
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.usefixtures("servers"), pytest.mark.django_db]
 
 KINDS = ["BASIC", "OAUTH_CLIENT_CREDENTIALS", "API_KEY"]
 PREFIXES = [prefix for prefix, _, _ in PARAMETER_LISTS]

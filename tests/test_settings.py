@@ -90,7 +90,9 @@ class _Capture(logging.Handler):
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("kind", ["BASIC", "OAUTH_CLIENT_CREDENTIALS", "API_KEY"])
-def test_no_secret_in_any_log_record_at_debug(kind, requester, approver, make_document, canaries):
+def test_no_secret_in_any_log_record_at_debug(
+    servers, kind, requester, approver, make_document, canaries
+):
     """Root at DEBUG with a handler of our own: botocore, urllib3 and hvac stay silent on bodies."""
     capture = _Capture()
     root = logging.getLogger()

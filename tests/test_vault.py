@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 from connections_app import devstack, vault
 from tests.faults import FaultProxy
 
+pytestmark = pytest.mark.usefixtures("servers")
+
 KV1 = devstack.KV1_MOUNT
 
 # The autouse server fixture is function-scoped but harmless to share between examples.

@@ -8,6 +8,8 @@ import pytest
 from connections_app import audit, services
 from connections_app.models import AuditEvent, ConnectionRequest
 
+pytestmark = pytest.mark.usefixtures("servers")
+
 TYPES = ["BASIC", "OAUTH_CLIENT_CREDENTIALS", "API_KEY"]
 
 

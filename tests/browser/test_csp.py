@@ -7,7 +7,7 @@ from playwright.sync_api import expect
 
 from connections_app import services
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.usefixtures("servers"), pytest.mark.browser]
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 from connections_app import services
 from connections_app.models import ConnectionRequest
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.usefixtures("servers"), pytest.mark.browser]
 
 # References to the secrets tests/conftest.py's `canaries` fixture seeds in OpenBao.
 PASSWORD_REF = "secret/canary/basic#password"

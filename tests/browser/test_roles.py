@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.usefixtures("servers"), pytest.mark.browser]
 
 REQUESTER_NAV = ["New request", "My requests"]
 APPROVER_NAV = ["Approval queue", "Connections"]

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from connections_app import devstack, eventbridge, vault
-from tests.faults import FaultProxy
+from connections_app import devstack
 from tests.security.canary import make_canary
 
 SECTIONS = ("flows swept", "canary hits", "faults", "hostile inputs")
@@ -118,47 +117,3 @@ def sweep_canaries(openbao) -> dict[str, str]:
         )
         refs.update({f"{path}#{key}": value for key, value in values.items()})
     return refs
-
-
-# ---------------------------------------------------------------------------
-# Counting every call the app makes to Vault and to AWS
-
-
-@pytest.fixture(scope="session")
-def _vault_counter(openbao):
-    with FaultProxy(openbao.url) as proxy:
-        yield proxy
-
-
-@pytest.fixture(scope="session")
-def _aws_counter(moto):
-    with FaultProxy(moto.url) as proxy:
-        yield proxy
-
-
-@dataclass
-class Calls:
-    vault: FaultProxy
-    aws: FaultProxy
-
-    def reset(self) -> None:
-        self.vault.seen.clear()
-        self.aws.seen.clear()
-        self.vault.rules.clear()
-        self.aws.rules.clear()
-
-    def total(self) -> tuple[int, int]:
-        return len(self.vault.seen), len(self.aws.seen)
-
-
-@pytest.fixture
-def calls(_vault_counter, _aws_counter, settings, monkeypatch) -> Calls:
-    """The app reaches Vault and AWS through counting proxies for this test."""
-    settings.VAULT_ADDR = _vault_counter.url
-    monkeypatch.setenv("AWS_ENDPOINT_URL", _aws_counter.url)
-    vault.reset_client()
-    eventbridge.reset_clients()
-    counted = Calls(_vault_counter, _aws_counter)
-    counted.reset()
-    yield counted
-    counted.reset()

@@ -33,7 +33,7 @@ from tests.security.canary import Capture, Corpus, make_canary, needles, search
 from tests.security.forms import MAIN_REF, form, refs_of
 
 R = ConnectionRequest
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.usefixtures("servers"), pytest.mark.django_db]
 ADMINS = [("ops", "ops@example.com")]
 
 
@@ -347,7 +347,8 @@ def test_sweep_failure_paths(sweep, bao_cli, settings, moto, monkeypatch):
     refusal = sweep.said()
     sweep.flow(
         f"reject (empty reason refused, then with reason) -> {obj.status}; cancel -> "
-        f"{cancelled.status}; past its time, approve -> {expired.status}; approving a created request -> "
+        f"{cancelled.status}; past its time, approve -> {expired.status}; "
+        "approving a created request -> "
         f"{again.status} (“{refusal}”)"
     )
     assert (obj.status, cancelled.status, expired.status) == (R.REJECTED, R.CANCELLED, R.EXPIRED)

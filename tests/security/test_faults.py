@@ -26,7 +26,7 @@ from connections_app.models import AuditEvent, ConnectionRequest, DocumentRevisi
 from tests.faults import FaultProxy, aws_target, path_rule
 
 R = ConnectionRequest
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.usefixtures("servers"), pytest.mark.django_db]
 
 VAULT_TIMEOUT = 0.5
 AWS_CONNECT_TIMEOUT = 0.5
@@ -36,7 +36,7 @@ SLACK = 3.0  # seconds on top of the timeouts for everything that is not waiting
 
 
 @pytest.fixture(autouse=True)
-def _short_timeouts(settings):
+def _short_timeouts(settings, servers):
     settings.VAULT_TIMEOUT = VAULT_TIMEOUT
     settings.AWS_CONNECT_TIMEOUT = AWS_CONNECT_TIMEOUT
     settings.AWS_READ_TIMEOUT = AWS_READ_TIMEOUT

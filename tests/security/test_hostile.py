@@ -24,6 +24,7 @@ from tests.security.forms import form
 
 R = ConnectionRequest
 pytestmark = [
+    pytest.mark.usefixtures("servers"),
     pytest.mark.django_db,
     pytest.mark.filterwarnings("ignore:Generating overly large repr"),  # 100 KB examples
 ]
