@@ -192,6 +192,7 @@ def test_a_settle_delay_holds_the_transitional_state(events, control):
     elapsed = (described["LastAuthorizedTime"] - created["CreationTime"]).total_seconds()
     assert elapsed == pytest.approx(1.0, abs=0.01)
     assert control("/moto-ext/config", method="GET") == {"settle_seconds": 1.0}
+    assert control("/moto-ext/reset", {})["settle_seconds"] == 0.0
 
 
 # ---------------------------------------------------------------------------
@@ -290,6 +291,23 @@ def test_update_stores_the_new_secret_value_and_moves_times(events, secrets):
     assert stored["invocation_http_parameters"]["header_parameters"][0]["value"] == CANARY["hdr"]
     versions = secrets.list_secret_version_ids(SecretId=described["SecretArn"])["Versions"]
     assert len(versions) == 2
+
+
+def test_update_rotates_an_oauth_client_secret_alone(events, secrets):
+    name, _ = _create(events, kind="OAUTH_CLIENT_CREDENTIALS")
+    events.update_connection(
+        Name=name,
+        AuthParameters={"OAuthParameters": {"ClientParameters": {"ClientSecret": "rotated"}}},
+    )
+    described = events.describe_connection(Name=name)
+    assert described["ConnectionState"] == "AUTHORIZED"
+    oauth = described["AuthParameters"]["OAuthParameters"]
+    assert oauth["ClientParameters"] == {"ClientID": "client-1"}
+    assert oauth["HttpMethod"] == "POST"
+    stored = _secret(secrets, described["SecretArn"])
+    assert stored["client_id"] == "client-1" and stored["client_secret"] == "rotated"
+    assert stored["authorization_endpoint"] == "https://auth.example.com/oauth2/token"
+    assert CANARY["oh"] in json.dumps(stored["oauth_http_parameters"])
 
 
 def test_update_replaces_a_given_parameter_list_whole(events, secrets):
