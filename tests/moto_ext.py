@@ -53,7 +53,7 @@ Guide):
   decode, or that was issued for other filters, answers HTTP 400 InvalidToken, as the API says
   of expired tokens). Items carry ConnectionArn, Name, ConnectionState, StateReason,
   AuthorizationType, CreationTime, LastModifiedTime and LastAuthorizedTime, ordered by name.
-  A page over 3,000 connections takes about a millisecond server-side.
+  A page over 3,000 connections takes well under a millisecond server-side.
 * ListApiDestinations (API): ConnectionArn and NamePrefix filters, Limit, NextToken, ordered by
   name. UpdateApiDestination may repoint a destination to another connection (moto had it); it
   now moves LastModifiedTime. CreateApiDestination refuses an existing name
@@ -1020,6 +1020,8 @@ def control_touch(body: dict, method: str) -> dict:
         if "description" in body:
             conn.description = body["description"]
         when = body.get("last_modified_time")
+        if when is not None and (isinstance(when, bool) or not isinstance(when, int | float)):
+            raise ControlError(400, "ValidationException", "last_modified_time: epoch seconds")
         conn.last_modified_time = time.time() if when is None else float(when)
         return conn.describe()
 
