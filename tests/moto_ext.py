@@ -21,7 +21,10 @@ Guide):
   AUTHORIZED; UpdateConnection UPDATING, then AUTHORIZED (or back to DEAUTHORIZED when the update
   carries no credentials for a deauthorized connection); DeauthorizeConnection DEAUTHORIZING,
   then DEAUTHORIZED; DeleteConnection DELETING, then the connection is gone and DescribeConnection
-  answers ResourceNotFoundException (guide: "Connection states", "De-authorizing connections").
+  answers ResourceNotFoundException (API ConnectionState values; guide "Connection states in
+  EventBridge", "De-authorizing connections"). AWS itself, as recorded in LocalStack's snapshot
+  tests, may answer AUTHORIZED at once to Create and Update of BASIC and API_KEY connections;
+  here the transitional state is always shown first, so that code following it is exercised.
   A transitional state lasts the settle delay: 0 s by default, so it settles on the next request;
   the control endpoint (or --settle-seconds) sets it. LastAuthorizedTime is the time the
   connection settled to AUTHORIZED. Create answers ConnectionArn, ConnectionState, CreationTime
@@ -70,10 +73,11 @@ Guide):
   AuthorizationType you specify", API); an unknown AuthorizationType or ConnectionState, or Limit
   over 100, ValidationException.
 
-Not emulated: KmsKeyIdentifier, InvocationConnectivityParameters and ConnectivityParameters
-(private APIs) are accepted and ignored; no call is made to any OAuth endpoint (OAuth connections
-always authorize unless a test forces otherwise); API destinations stay ACTIVE whatever their
-connection's state.
+Not emulated: KmsKeyIdentifier and InvocationConnectivityParameters are ignored, and
+AuthParameters.ConnectivityParameters is stored and shown but not acted on (private APIs, ACTIVE,
+FAILED_CONNECTIVITY); no call is made to any OAuth endpoint (OAuth connections always authorize
+unless a test forces otherwise); API destinations stay ACTIVE whatever their connection's state;
+connection state-change events are not emitted.
 
 Control endpoint for tests, under /moto-ext/ (moto uses no such path). JSON bodies; a connection
 is addressed by "account_id" (default 123456789012, moto's default account), "region" (default
