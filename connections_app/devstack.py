@@ -127,12 +127,14 @@ def start_openbao(*, port: int | None = None, root_token: str | None = None) -> 
     return Server(proc, url, log, {"token": token, "unseal_key": unseal.group(1) if unseal else ""})
 
 
-def start_moto(*, port: int | None = None) -> Server:
+def start_moto(*, port: int | None = None, script: str | None = None) -> Server:
+    """`moto_server` on loopback, or `script` (a moto server extended for tests) run alike."""
     port = free_port(preferred=port)
     log = Path(tempfile.mkstemp(prefix="moto-", suffix=".log")[1])
+    command = [sys.executable, script] if script else [_bin("moto_server")]
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [_bin("moto_server"), "-H", HOST, "-p", str(port)],
+            [*command, "-H", HOST, "-p", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
