@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from connections_app import devstack, eventbridge, roles, vault
+from connections_app import devstack, eventbridge, health, roles, vault
 
 KV1 = devstack.KV1_MOUNT
 
@@ -68,9 +68,11 @@ def _real_servers(openbao, moto, canaries, settings, monkeypatch):
     settings.AWS_READ_TIMEOUT = 5
     vault.reset_client()
     eventbridge.reset_clients()
+    health.reset()  # /healthz's cached answer was about another test's servers
     yield
     vault.reset_client()
     eventbridge.reset_clients()
+    health.reset()
 
 
 @pytest.fixture
