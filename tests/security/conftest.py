@@ -17,7 +17,9 @@ from connections_app import devstack, eventbridge, vault
 from tests.faults import FaultProxy
 from tests.security.canary import make_canary
 
-SECTIONS = ("flows swept", "canary hits", "faults", "hostile inputs")
+SECTIONS = (
+    "flows swept", "canary hits", "faults", "hostile inputs", "abuse", "configuration"
+)  # fmt: skip
 REPORT_FILE = "security-report.txt"
 
 
