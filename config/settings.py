@@ -1,5 +1,6 @@
 """Settings from the environment (django-environ); secrets have no defaults outside DEBUG."""
 
+import ipaddress
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,16 +13,19 @@ env = environ.Env()
 
 DEBUG = env.bool("DEBUG", default=False)
 
+_GENERATE = "generate each with: python -c 'import secrets; print(secrets.token_urlsafe(50))'"
 _missing = [name for name in ("SECRET_KEY", "AUDIT_HMAC_KEY") if not env.str(name, default="")]
 if _missing and not DEBUG:
     raise ImproperlyConfigured(
-        f"{' and '.join(_missing)} must be set when DEBUG is off "
-        "(generate each with: python -c 'import secrets; print(secrets.token_urlsafe(50))')."
+        f"{' and '.join(_missing)} must be set when DEBUG is off ({_GENERATE})."
     )
+_short = [n for n in ("SECRET_KEY", "AUDIT_HMAC_KEY") if len(env.str(n, default="").encode()) < 32]
+if _short and not DEBUG:  # a short key can be guessed offline from one signed cookie
+    raise ImproperlyConfigured(f"{' and '.join(_short)} must be at least 32 bytes ({_GENERATE}).")
 # Development-only fallbacks: DEBUG is on, so nothing real is protected by them.
-SECRET_KEY = env.str("SECRET_KEY", default="") or "dev-only-insecure-secret-key"
+SECRET_KEY = env.str("SECRET_KEY", default="") or "dev-only-insecure-secret-key-debug-only"
 # Keys the audit fingerprints; deliberately not SECRET_KEY (as Vault's audit devices do).
-AUDIT_HMAC_KEY = env.str("AUDIT_HMAC_KEY", default="") or "dev-only-insecure-audit-key"
+AUDIT_HMAC_KEY = env.str("AUDIT_HMAC_KEY", default="") or "dev-only-insecure-audit-key-debug-only"
 if AUDIT_HMAC_KEY == SECRET_KEY:
     # Whoever rotates or leaks one must not have changed or leaked the other.
     raise ImproperlyConfigured("AUDIT_HMAC_KEY must differ from SECRET_KEY.")
@@ -38,6 +42,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "csp",
+    "axes",
     "connections_app",
 ]
 
@@ -51,6 +56,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as axes asks
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -102,6 +108,11 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 # An OAuth form with the allowed 100 rows in each of its six lists posts about 1,240 fields.
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 2000
+# axes first: it refuses a locked (username, address) pair before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -152,12 +163,31 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 
-# Failed sign-ins: refused for a while once a username or an address has too many.
-LOGIN_FAILURE_WINDOW = timedelta(seconds=env.int("LOGIN_FAILURE_WINDOW_SECONDS", default=15 * 60))
-LOGIN_FAILURES_PER_USER = env.int("LOGIN_FAILURES_PER_USER", default=5)
-LOGIN_FAILURES_PER_ADDRESS = env.int("LOGIN_FAILURES_PER_ADDRESS", default=20)
-# Proxies in front of the app that append to X-Forwarded-For (0: use REMOTE_ADDR as it is).
-TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+# Failed sign-ins (django-axes, connections_app.signin): counted per (username, address), that
+# pair refused for a while after too many; a username's failures from anywhere only slow its
+# sign-ins (never refuse them), so no guesser elsewhere can lock its owner out.
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURES_PER_USER_AND_ADDRESS", default=5)
+AXES_COOLOFF_TIME = timedelta(seconds=env.int("LOGIN_FAILURE_WINDOW_SECONDS", default=15 * 60))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True  # a success clears its own pair's count (not others')
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False  # a refused attempt does not extend it
+AXES_CLIENT_IP_CALLABLE = "connections_app.signin.client_address"
+AXES_USERNAME_CALLABLE = "connections_app.signin.username_key"  # keyed digests, never the text
+AXES_LOCKOUT_CALLABLE = "connections_app.signin.lockout_response"
+AXES_DISABLE_ACCESS_LOG = True  # successful sign-ins would be stored with their usernames
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "old_password", "new_password1",
+                             "new_password2", "csrfmiddlewaretoken"]  # fmt: skip
+LOGIN_SLOWDOWN_STEP = env.float("LOGIN_SLOWDOWN_STEP_SECONDS", default=0.5)  # per failure
+LOGIN_SLOWDOWN_MAX_SECONDS = env.float("LOGIN_SLOWDOWN_MAX_SECONDS", default=3.0)
+# Proxies whose X-Forwarded-For is believed (addresses or CIDRs); nobody else's is.
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
+try:
+    [ipaddress.ip_network(proxy.strip(), strict=False) for proxy in TRUSTED_PROXIES]
+except ValueError as exc:
+    raise ImproperlyConfigured(f"TRUSTED_PROXIES: {exc}") from None
+
+# /healthz answers from a probe of the database, Vault and AWS at most this old (per process).
+HEALTH_CACHE_SECONDS = env.float("HEALTH_CACHE_SECONDS", default=5.0)
 
 # Error reports (mailed to ADMINS when DEBUG is off) hide VAULT_* and AUDIT_* settings too.
 DEFAULT_EXCEPTION_REPORTER_FILTER = "connections_app.reporting.SecretSafeExceptionReporterFilter"

@@ -2,8 +2,8 @@
 
 import os
 
-os.environ.setdefault("SECRET_KEY", "test-only-secret-key")
-os.environ.setdefault("AUDIT_HMAC_KEY", "test-only-audit-key")
+os.environ.setdefault("SECRET_KEY", "test-only-secret-key-long-enough-for-the-check")
+os.environ.setdefault("AUDIT_HMAC_KEY", "test-only-audit-key-long-enough-for-the-check")
 os.environ.setdefault("SECURE_SSL_REDIRECT", "False")
 
 from config.settings import *  # noqa: E402,F403

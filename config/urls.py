@@ -2,26 +2,33 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from connections_app import throttle
+from connections_app import signin
 
 # Both sign-in pages, and the old password on both password change forms, count failed
-# attempts (connections_app.throttle).
-admin.site.login_form = throttle.AdminLoginForm
+# attempts (connections_app.signin, with django-axes).
+admin.site.login_form = signin.AdminLoginForm
 
 urlpatterns = [
-    path("admin/password_change/", admin.site.admin_view(throttle.admin_password_change)),
+    path("admin/password_change/", admin.site.admin_view(signin.admin_password_change)),
     path("admin/", admin.site.urls),
     path(
         "accounts/login/",
-        auth_views.LoginView.as_view(authentication_form=throttle.LoginForm),
+        auth_views.LoginView.as_view(authentication_form=signin.LoginForm),
         name="login",
     ),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path(
         "accounts/password_change/",
-        throttle.PasswordChangeView.as_view(),
+        signin.PasswordChangeView.as_view(),
         name="password_change",
     ),
-    path("accounts/", include("django.contrib.auth.urls")),
+    path(
+        "accounts/password_change/done/",
+        auth_views.PasswordChangeDoneView.as_view(),
+        name="password_change_done",
+    ),
+    # No password reset pages: the app sends no reset mail (a forgotten password is reset by
+    # an administrator, or with `manage.py changepassword`).
     path("", include("connections_app.urls")),
 ]
 

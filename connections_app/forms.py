@@ -248,7 +248,8 @@ class RequestForms:
         data = data.copy()
         key = f"{prefix}-TOTAL_FORMS"
         if any(prefix == known for known, _, _ in PARAMETER_LISTS) and key in data:
-            count = int(data[key]) if data[key].isdecimal() and data[key].isascii() else MAX_ROWS
+            raw = data[key]  # few digits only: int() refuses more than 4,300 (a 500)
+            count = int(raw) if raw.isdecimal() and raw.isascii() and len(raw) < 10 else MAX_ROWS
             data[key] = str(min(count + 1, MAX_ROWS))
         forms = cls(data)
         forms.suppress_errors()

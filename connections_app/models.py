@@ -280,23 +280,3 @@ class AuditSecretUse(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.event_id} {self.path}"
-
-
-class LoginFailure(models.Model):
-    """One failed sign-in, kept for the throttle window (connections_app.throttle).
-
-    The username is stored as a keyed digest: people type passwords into the username field.
-    """
-
-    username_digest = models.CharField(max_length=64)
-    address = models.CharField(max_length=45, blank=True)
-    created_at = models.DateTimeField(db_index=True)
-
-    class Meta:
-        indexes = [
-            models.Index(fields=["username_digest", "created_at"], name="login_failure_user_idx"),
-            models.Index(fields=["address", "created_at"], name="login_failure_address_idx"),
-        ]
-
-    def __str__(self) -> str:
-        return f"failed sign-in at {self.created_at:%Y-%m-%d %H:%M:%S}"

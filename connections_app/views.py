@@ -10,14 +10,14 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
 from django.core.exceptions import PermissionDenied
-from django.db import DatabaseError, connection
+from django.db import DatabaseError
 from django.http import Http404, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_POST
 
-from . import audit_review, eventbridge, selectors, services, vault
+from . import audit_review, eventbridge, health, selectors, services, vault
 from . import document as doc
 from .forms import AuditFilterForm, RequestForms, SecretUseForm, initial_from_document
 from .models import AuditEvent, ConnectionRequest
@@ -449,32 +449,9 @@ def audit_secret_uses(request):
 # Health
 
 
-def _health() -> tuple[bool, dict]:
-    try:
-        connection.ensure_connection()
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-        database = {"ok": True}
-    except Exception:  # noqa: BLE001 - any database failure is "not ok", without details
-        database = {"ok": False}
-    vault_status = vault.health()
-    vault_status["ok"] = bool(
-        vault_status["reachable"] and not vault_status["sealed"] and vault_status["authenticated"]
-    )
-    aws = eventbridge.health()
-    aws["ok"] = aws["reachable"]
-    ok = database["ok"] and vault_status["ok"] and aws["ok"]
-    return ok, {
-        "status": "ok" if ok else "fail",
-        "database": database,
-        "vault": vault_status,
-        "aws": aws,
-    }
-
-
 @require_GET
 def healthz(request):
-    ok, body = _health()
+    ok, body = health.cached_probe()
     response = JsonResponse(body, status=200 if ok else 503)
     # A failing probe's 503 is its answer, not a server error: Django would log it as one,
     # and mail the admins once per probe (a load balancer probes every few seconds).
@@ -486,7 +463,7 @@ def healthz(request):
 def status(request):
     if not request.user.is_superuser:
         raise PermissionDenied("Only administrators can see the status page.")
-    ok, body = _health()
+    ok, body = health.probe()
     config = {
         "Vault address": settings.VAULT_ADDR,
         "Vault auth method": vault.auth_method(),

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from connections_app import devstack, eventbridge, roles, vault
+from connections_app import devstack, eventbridge, health, roles, vault
 from tests import faults
 from tests.faults import FaultProxy
 
@@ -71,6 +71,7 @@ def _point_at(settings, monkeypatch, *, vault_url: str, vault_token: str, aws_ur
     settings.AWS_READ_TIMEOUT = 5
     vault.reset_client()
     eventbridge.reset_clients()
+    health.reset()  # /healthz's cached answer was about another test's servers
 
 
 @pytest.fixture(autouse=True)
@@ -82,6 +83,7 @@ def _no_outside_calls(settings, monkeypatch):
     yield
     vault.reset_client()
     eventbridge.reset_clients()
+    health.reset()
 
 
 @pytest.fixture

@@ -9,11 +9,13 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
 import pytest
+from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django.contrib.sessions.models import Session
 from django.test import Client
 from django.urls import reverse
@@ -22,8 +24,7 @@ from django.utils.html import escape
 from django.views.debug import ExceptionReporter
 
 from connections_app import document as doc
-from connections_app import eventbridge, services, throttle, vault
-from connections_app.models import LoginFailure
+from connections_app import eventbridge, services, signin, vault
 
 pytestmark = pytest.mark.django_db
 
@@ -404,12 +405,23 @@ def test_session_expiry_is_the_configured_age(settings, client, approver):
 
 
 # ---------------------------------------------------------------------------
-# Sign-in throttle
+# Sign-in: failures locked per (username, address), slowed per username (django-axes)
 
 
-def _sign_in(client, username, password, address="10.0.0.1", url=None):
+@pytest.fixture
+def pauses(monkeypatch) -> list[float]:
+    """The slow-down pauses asked for, recorded instead of slept."""
+    asked = []
+    monkeypatch.setattr(signin, "_pause", asked.append)
+    return asked
+
+
+def _sign_in(client, username, password, address="10.0.0.1", url=None, **meta):
     return client.post(
-        url or reverse("login"), {"username": username, "password": password}, REMOTE_ADDR=address
+        url or reverse("login"),
+        {"username": username, "password": password},
+        REMOTE_ADDR=address,
+        **meta,
     )
 
 
@@ -422,42 +434,57 @@ def _throttled(response) -> bool:
     return response.status_code == 200 and form.has_error("__all__", code="throttled")
 
 
-def test_locked_after_five_failures_for_one_user_whatever_the_address(client, approver):
-    for n in range(5):
-        response = _sign_in(client, approver.username, "wrong", address=f"10.0.1.{n}")
+def test_pair_locked_after_five_failures(client, approver, pauses):
+    for _ in range(5):
+        response = _sign_in(client, approver.username, "wrong", address="10.0.1.1")
         assert not _throttled(response) and not _signed_in(client)
 
-    # The right password from a fresh address: refused before the password is checked.
-    response = _sign_in(client, approver.username, PASSWORD, address="10.0.9.9")
+    # The right password from the same address: refused before the password is checked.
+    response = _sign_in(client, approver.username, PASSWORD, address="10.0.1.1")
 
     assert _throttled(response) and not _signed_in(client)
-    assert LoginFailure.objects.count() == 5  # refused attempts do not extend the lock
-    # Another user is not affected.
+    attempt = AccessAttempt.objects.get()
+    assert attempt.failures_since_start == 5  # refused attempts do not extend the lock
+    # The same user from another address, and another user from this one, are not locked.
+    assert not _throttled(_sign_in(Client(), "someone-else", "wrong", address="10.0.1.1"))
     other = Client()
-    assert not _throttled(_sign_in(other, "someone-else", "wrong", address="10.0.9.9"))
+    assert _sign_in(other, approver.username, PASSWORD, address="10.0.1.2").status_code == 302
+    assert _signed_in(other)
 
 
-def test_locked_after_twenty_failures_from_one_address(client, approver, settings):
-    for n in range(settings.LOGIN_FAILURES_PER_ADDRESS):
-        assert not _throttled(_sign_in(client, f"guess-{n}", "wrong", address="192.0.2.7"))
+def test_failures_slow_the_username_down_from_every_address(client, approver, pauses, settings):
+    settings.LOGIN_SLOWDOWN_STEP, settings.LOGIN_SLOWDOWN_MAX_SECONDS = 0.5, 3.0
+    for n in range(8):
+        _sign_in(client, approver.username, "wrong", address=f"10.0.2.{n}")
+    _sign_in(client, "someone-else", "wrong", address="10.0.2.9")  # slows only its own name
 
-    response = _sign_in(client, approver.username, PASSWORD, address="192.0.2.7")
-    assert _throttled(response) and not _signed_in(client)
+    response = _sign_in(client, approver.username, PASSWORD, address="10.0.2.99")
 
-    # The same user from another address is fine.
-    response = _sign_in(client, approver.username, PASSWORD, address="192.0.2.8")
     assert response.status_code == 302 and _signed_in(client)
+    # No pause before the first failure, then 0.5 s more per failure, capped at 3 s.
+    assert pauses == [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.0, 3.0]
 
 
-def test_attempts_without_an_address_share_one_count(client, approver, settings):
-    """gunicorn on a Unix socket gives REMOTE_ADDR ""; such guesses must not escape the limit."""
-    for n in range(settings.LOGIN_FAILURES_PER_ADDRESS):
-        assert not _throttled(_sign_in(client, f"spray-{n}", "wrong", address=""))
-    response = _sign_in(client, approver.username, PASSWORD, address="")
-    assert _throttled(response) and not _signed_in(client)
+def test_the_slow_down_really_waits(client, approver, settings):
+    settings.LOGIN_SLOWDOWN_STEP, settings.LOGIN_SLOWDOWN_MAX_SECONDS = 0.1, 0.3
+    for n in range(5):
+        _sign_in(client, approver.username, "wrong", address=f"10.0.3.{n}")
+    started = time.monotonic()
+    response = _sign_in(client, approver.username, PASSWORD, address="10.0.3.99")
+    assert response.status_code == 302
+    assert time.monotonic() - started >= 0.3
 
 
-def test_old_password_guesses_on_the_change_form_are_throttled(client, approver, settings):
+def test_attempts_without_an_address_share_one_count_per_username(client, approver, pauses):
+    """gunicorn on a Unix socket gives REMOTE_ADDR "": such guesses must not escape the count."""
+    for _ in range(5):
+        assert not _throttled(_sign_in(client, approver.username, "wrong", address=""))
+    assert _throttled(_sign_in(client, approver.username, PASSWORD, address=""))
+    assert AccessAttempt.objects.get().ip_address is None
+    assert _sign_in(client, approver.username, PASSWORD, address="10.0.4.1").status_code == 302
+
+
+def test_old_password_guesses_on_the_change_form_count(client, approver, settings, pauses):
     client.force_login(approver)
     url = reverse("password_change")
     new = {"new_password1": "An0ther-long-passphrase", "new_password2": "An0ther-long-passphrase"}
@@ -467,23 +494,24 @@ def test_old_password_guesses_on_the_change_form_are_throttled(client, approver,
         assert response.status_code == 200  # the form again, password unchanged
         return response.context["form"].errors.as_data()["old_password"][0].code
 
-    for _ in range(settings.LOGIN_FAILURES_PER_USER):
+    for _ in range(settings.AXES_FAILURE_LIMIT):
         assert refused("wrong") == "password_incorrect"
     assert refused(PASSWORD) == "throttled"
     approver.refresh_from_db()
     assert approver.check_password(PASSWORD)
+    # They are failed sign-ins: the sign-in page from that address is locked for the user too.
+    assert _throttled(_sign_in(Client(), approver.username, PASSWORD, address="10.0.5.5"))
+    assert len(pauses) == settings.AXES_FAILURE_LIMIT - 1
 
 
-def test_old_password_guesses_on_the_admin_change_form_are_throttled(admin_user, settings):
-    from django.test import Client
-
+def test_old_password_guesses_on_the_admin_change_form_count(admin_user, settings, pauses):
     client = Client()
     client.force_login(admin_user)
     page = client.get("/admin/password_change/")
     assert page.status_code == 200 and "Django site admin" in page.content.decode()
     new = {"new_password1": "An0ther-long-passphrase", "new_password2": "An0ther-long-passphrase"}
     codes = []
-    for old in ["wrong"] * settings.LOGIN_FAILURES_PER_USER + [PASSWORD]:
+    for old in ["wrong"] * settings.AXES_FAILURE_LIMIT + [PASSWORD]:
         response = client.post("/admin/password_change/", {"old_password": old, **new})
         codes.append(response.context["form"].errors.as_data()["old_password"][0].code)
     assert codes[-1] == "throttled" and set(codes[:-1]) == {"password_incorrect"}
@@ -499,11 +527,12 @@ def test_password_change_still_works(client, approver):
         {"old_password": PASSWORD, "new_password1": new, "new_password2": new},
     )
     assert response.status_code == 302
+    assert client.get(response["Location"]).status_code == 200  # the "done" page
     approver.refresh_from_db()
     assert approver.check_password(new)
 
 
-def test_lock_message_is_shown_on_the_form(client, approver):
+def test_lock_message_is_shown_on_the_form(client, approver, pauses):
     for _ in range(5):
         _sign_in(client, approver.username, "wrong")
 
@@ -511,11 +540,11 @@ def test_lock_message_is_shown_on_the_form(client, approver):
 
     page = response.content.decode()
     assert 'role="alert"' in page
-    assert "Too many failed sign-ins for this account or from this address." in page
+    assert "Too many failed sign-ins from this address for this account." in page
     assert "Try again in 15 minutes." in page
 
 
-def test_success_clears_the_users_failures(client, approver):
+def test_success_clears_the_pairs_failures(client, approver, pauses):
     for _ in range(4):
         _sign_in(client, approver.username, "wrong")
     assert _sign_in(client, approver.username, PASSWORD).status_code == 302
@@ -527,25 +556,25 @@ def test_success_clears_the_users_failures(client, approver):
     assert _sign_in(client, approver.username, PASSWORD).status_code == 302
 
 
-def test_lock_lifts_when_the_window_has_passed(client, approver, settings):
+def test_lock_lifts_when_the_window_has_passed(client, approver, settings, pauses):
     for _ in range(5):
         _sign_in(client, approver.username, "wrong")
     assert _throttled(_sign_in(client, approver.username, PASSWORD))
 
     # The failures are now 50 seconds from leaving the window: still locked, 1 minute to go.
-    LoginFailure.objects.update(
-        created_at=timezone.now() - settings.LOGIN_FAILURE_WINDOW + dt.timedelta(seconds=50)
+    AccessAttempt.objects.update(
+        attempt_time=timezone.now() - settings.AXES_COOLOFF_TIME + dt.timedelta(seconds=50)
     )
     response = _sign_in(client, approver.username, PASSWORD)
     assert _throttled(response) and "Try again in 1 minute." in response.content.decode()
 
-    LoginFailure.objects.update(
-        created_at=timezone.now() - settings.LOGIN_FAILURE_WINDOW - dt.timedelta(seconds=1)
+    AccessAttempt.objects.update(
+        attempt_time=timezone.now() - settings.AXES_COOLOFF_TIME - dt.timedelta(seconds=1)
     )
     assert _sign_in(client, approver.username, PASSWORD).status_code == 302
 
 
-def test_admin_sign_in_is_throttled_too(client, admin_user):
+def test_admin_sign_in_is_locked_too(client, admin_user, pauses):
     url = reverse("admin:login")
     for _ in range(5):
         _sign_in(client, admin_user.username, "wrong", url=url)
@@ -555,36 +584,49 @@ def test_admin_sign_in_is_throttled_too(client, admin_user):
     assert _throttled(response) and not _signed_in(client)
 
 
-def test_attempts_in_flight_count_against_the_limit(settings):
-    """Attempts not yet settled count: of many at once, only the limit reach the password."""
-    started = [
-        throttle.attempt_begin(username="alice", address=f"10.1.0.{n}")
-        for n in range(settings.LOGIN_FAILURES_PER_USER)
-    ]
-    with pytest.raises(throttle.Throttled):
-        throttle.attempt_begin(username="ALICE", address="10.1.0.99")
-    throttle.attempt_succeeded(started[0])
-    throttle.attempt_begin(username="alice", address="10.1.0.99")
-
-
-def test_no_typed_username_is_stored(client):
+def test_no_typed_username_or_password_is_stored(client, approver, pauses):
     typed = f"password-typed-as-username-{secrets.token_hex(6)}"
-    _sign_in(client, typed, "wrong")
-    row = LoginFailure.objects.get()
-    assert typed not in json.dumps(list(LoginFailure.objects.values()), default=str)
-    assert row.address == "10.0.0.1"
+    wrong = f"wrong-password-{secrets.token_hex(6)}"
+    _sign_in(client, typed, wrong)
+    _sign_in(client, approver.username, wrong)
+    changer = Client()
+    changer.force_login(approver)
+    changer.post(
+        reverse("password_change"),
+        {"old_password": wrong, "new_password1": wrong + "1", "new_password2": wrong + "1"},
+    )
+    stored = json.dumps(
+        [list(model.objects.values()) for model in (AccessAttempt, AccessLog, AccessFailureLog)],
+        default=str,
+    )
+    assert typed not in stored and wrong not in stored and approver.username not in stored
+    row = AccessAttempt.objects.filter(username=signin.username_digest(typed)).get()
+    assert row.ip_address == "10.0.0.1"
+
+
+def test_the_password_reset_pages_are_gone(client):
+    for url in ("/accounts/password_reset/", "/accounts/password_reset/done/",
+                "/accounts/reset/MQ/set-password/", "/accounts/reset/done/"):  # fmt: skip
+        assert client.get(url).status_code == 404, url
+        assert client.post(url, {"email": "admin@example.com"}).status_code in (403, 404), url
 
 
 @pytest.mark.parametrize(
-    ("hops", "forwarded", "expected"),
+    ("trusted", "peer", "forwarded", "expected"),
     [
-        (0, "203.0.113.5", "10.0.0.1"),  # no proxy trusted: the header is anyone's to forge
-        (1, "198.51.100.1, 203.0.113.5", "203.0.113.5"),  # the proxy appended the client
-        (2, "198.51.100.1, 203.0.113.5, 10.0.0.2", "203.0.113.5"),
-        (1, "", "10.0.0.1"),
+        ([], "10.0.0.1", "203.0.113.5", "10.0.0.1"),  # no proxy trusted: anyone can forge it
+        (["10.0.0.2"], "10.0.0.1", "203.0.113.5", "10.0.0.1"),  # the peer is not a proxy
+        (["10.0.0.2"], "10.0.0.2", "198.51.100.1, 203.0.113.5", "203.0.113.5"),
+        (["10.0.0.0/24"], "10.0.0.2", "198.51.100.1, 203.0.113.5, 10.0.0.3", "203.0.113.5"),
+        (["10.0.0.0/24", "2001:db8::/32"], "2001:db8::1", "203.0.113.5", "203.0.113.5"),
+        (["10.0.0.2"], "::ffff:10.0.0.2", "203.0.113.5", "203.0.113.5"),
+        (["10.0.0.2"], "10.0.0.2", "", "10.0.0.2"),  # the proxy's own request
+        (["10.0.0.0/24"], "10.0.0.2", "10.0.0.9, 10.0.0.3", "10.0.0.9"),  # proxies all along
+        (["10.0.0.2"], "10.0.0.2", "203.0.113.5, not-an-address", None),
+        ([], "", "203.0.113.5", None),  # a Unix socket: no address
     ],
 )
-def test_client_address_behind_trusted_proxies(rf, settings, hops, forwarded, expected):
-    settings.TRUSTED_PROXY_COUNT = hops
-    request = rf.get("/", REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR=forwarded)
-    assert throttle.client_address(request) == expected
+def test_client_address_behind_trusted_proxies(rf, settings, trusted, peer, forwarded, expected):
+    settings.TRUSTED_PROXIES = trusted
+    request = rf.get("/", REMOTE_ADDR=peer, HTTP_X_FORWARDED_FOR=forwarded)
+    assert signin.client_address(request) == expected

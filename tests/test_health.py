@@ -181,3 +181,35 @@ def test_status_page_sends_anonymous_users_to_login(client):
     response = client.get("/status/")
     assert response.status_code == 302
     assert response["Location"].startswith("/accounts/login/")
+
+
+# ---------------------------------------------------------------------------
+# The cached answer
+
+
+@pytest.mark.django_db
+def test_healthz_answers_from_the_cache_within_its_window(client, settings, monkeypatch):
+    from connections_app import health
+
+    probes = []
+    real = health.probe
+    monkeypatch.setattr(health, "probe", lambda: probes.append(1) or real())
+    settings.HEALTH_CACHE_SECONDS = 0.5
+
+    first = client.get("/healthz").json()
+    settings.VAULT_ADDR = _closed_url()  # Vault gone: not seen until the answer is stale
+    vault.reset_client()
+    assert client.get("/healthz").json() == first and len(probes) == 1
+    time.sleep(0.6)
+    response = client.get("/healthz")
+    assert response.status_code == 503 and len(probes) == 2
+
+
+@pytest.mark.django_db
+def test_status_page_probes_afresh(admin_client_, client, settings):
+    settings.HEALTH_CACHE_SECONDS = 60
+    assert client.get("/healthz").status_code == 200
+    settings.VAULT_ADDR = _closed_url()
+    vault.reset_client()
+    assert "something is down" in admin_client_.get("/status/").content.decode()
+    assert client.get("/healthz").status_code == 200  # the anonymous probe's answer is cached

@@ -52,6 +52,39 @@ def test_audit_key_must_differ_from_secret_key():
     assert "AUDIT_HMAC_KEY must differ from SECRET_KEY" in done.stderr
 
 
+@pytest.mark.parametrize("name", ["SECRET_KEY", "AUDIT_HMAC_KEY"])
+def test_production_refuses_a_key_shorter_than_32_bytes(name):
+    done = _manage("check", env={**PROD_ENV, name: "k" * 31})
+    assert done.returncode != 0
+    assert f"{name} must be at least 32 bytes" in done.stderr
+    assert "secrets.token_urlsafe" in done.stderr  # how to make a good one
+
+
+def test_production_takes_keys_of_32_bytes():
+    keys = {"SECRET_KEY": "s" * 32, "AUDIT_HMAC_KEY": "\u00e9" * 16}  # 16 two-byte characters
+    done = _manage("check", env={**PROD_ENV, **keys})
+    assert done.returncode == 0, done.stderr
+
+
+def test_debug_fallback_keys_are_long_enough():
+    done = _manage(
+        "shell",
+        "-c",
+        "from django.conf import settings as s; "
+        "print('lengths', len(s.SECRET_KEY.encode()), len(s.AUDIT_HMAC_KEY.encode()))",
+        env={"DEBUG": "True", "DJANGO_SETTINGS_MODULE": "config.settings"},
+    )
+    assert done.returncode == 0, done.stderr
+    lengths = done.stdout.split("lengths", 1)[1].split()
+    assert len(lengths) == 2 and all(int(n) >= 32 for n in lengths), done.stdout
+
+
+def test_production_refuses_a_trusted_proxy_that_is_no_address():
+    done = _manage("check", env={**PROD_ENV, "TRUSTED_PROXIES": "10.0.0.1,nginx.local"})
+    assert done.returncode != 0
+    assert "TRUSTED_PROXIES" in done.stderr
+
+
 def test_debug_runs_without_secrets():
     done = _manage("check", env={"DEBUG": "True", "DJANGO_SETTINGS_MODULE": "config.settings"})
     assert done.returncode == 0, done.stderr

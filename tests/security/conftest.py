@@ -16,7 +16,9 @@ import pytest
 from connections_app import devstack
 from tests.security.canary import make_canary
 
-SECTIONS = ("flows swept", "canary hits", "faults", "hostile inputs")
+SECTIONS = (
+    "flows swept", "canary hits", "faults", "hostile inputs", "abuse", "configuration"
+)  # fmt: skip
 REPORT_FILE = "security-report.txt"
 
 
