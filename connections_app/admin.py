@@ -1,7 +1,13 @@
 from django.contrib import admin
 
 from . import audit_review
-from .models import AuditCheckpoint, AuditEvent, ConnectionRequest, DocumentRevision
+from .models import (
+    AuditCheckpoint,
+    AuditEvent,
+    Connection,
+    ConnectionRequest,
+    DocumentRevision,
+)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -57,9 +63,18 @@ class AuditCheckpointAdmin(ReadOnlyAdmin):
 class ConnectionRequestAdmin(ReadOnlyAdmin):
     """Viewable; every change goes through the workflow so that it is audited."""
 
-    list_display = ("name", "authorization_type", "status", "requester", "created_at")
-    list_filter = ("status", "authorization_type")
+    list_display = ("name", "kind", "authorization_type", "status", "requester", "created_at")
+    list_filter = ("kind", "status", "authorization_type")
     search_fields = ("name",)
+
+
+@admin.register(Connection)
+class ConnectionAdmin(ReadOnlyAdmin):
+    """Viewable; every change goes through the workflow so that it is audited."""
+
+    list_display = ("name", "state", "authorization_type", "modified_at", "checked_at")
+    list_filter = ("state", "authorization_type", "deauthorized_by_aws")
+    search_fields = ("name", "arn")
 
 
 @admin.register(DocumentRevision)

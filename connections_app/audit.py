@@ -49,29 +49,22 @@ def record(
     action: str,
     actor=None,
     request=None,
+    connection=None,
     outcome: str = "success",
     arn: str = "",
     state: str = "",
     data: dict | None = None,
 ) -> AuditEvent:
     """Append one event; call inside the transaction that makes the change it records."""
-    return append(
-        [
-            dict(
-                action=action,
-                actor=actor,
-                request=request,
-                outcome=outcome,
-                arn=arn,
-                state=state,
-                data=data,
-            )
-        ]  # fmt: skip
-    )[0]
+    entry = dict(action=action, actor=actor, request=request, connection=connection)
+    return append([dict(entry, outcome=outcome, arn=arn, state=state, data=data)])[0]
 
 
 def append(entries: list[dict]) -> list[AuditEvent]:
-    """Append events in order (each a dict of `record`'s arguments) under one lock of the head."""
+    """Append events in order (each a dict of `record`'s arguments) under one lock of the head.
+
+    An event about a request names the request's connection, if it has one; its ARN and
+    state are the connection's as recorded in the same transaction."""
     if not connection.in_atomic_block:
         raise RuntimeError("audit.record must run inside the transaction it records")
     seq, prev = lock_head()
@@ -79,6 +72,7 @@ def append(entries: list[dict]) -> list[AuditEvent]:
     rows, uses = [], []
     for entry in entries:
         actor, request = entry.get("actor"), entry.get("request")
+        conn = entry.get("connection") or (request.connection if request is not None else None)
         actor_id = actor.pk if actor is not None and actor.is_authenticated else None
         seq += 1
         fields = {
@@ -88,11 +82,10 @@ def append(entries: list[dict]) -> list[AuditEvent]:
             "actor_username": actor.get_username() if actor_id is not None else "system",
             "action": entry["action"],
             "request_id": request.pk if request is not None else None,
-            "connection_name": request.name if request is not None else "",
+            "connection_name": request.name if request is not None else (conn.name if conn else ""),
             "outcome": entry.get("outcome") or "success",
-            "arn": entry.get("arn") or (request.connection_arn if request is not None else ""),
-            "connection_state": entry.get("state")
-            or (request.connection_state if request is not None else ""),
+            "arn": entry.get("arn") or (conn.arn if conn is not None else ""),
+            "connection_state": entry.get("state") or (conn.state if conn is not None else ""),
             "data": entry.get("data") or {},
         }
         uses += [{"event_id": seq, **use} for use in secret_uses(fields["data"])]

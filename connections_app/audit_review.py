@@ -28,9 +28,11 @@ ACTIONS = (
     "connection.request.approve",
     "connection.request.retry",
     "connection.vault.resolve",
-    "connection.create.success",
-    "connection.create.adopt",
-    "connection.create.failure",
+    *(
+        f"connection.{kind}.{result}"
+        for kind in ("create", "update", "rotate", "deauthorize", "delete")
+        for result in ("success", "adopt", "failure")
+    ),
     "connection.state.refresh",
 )
 OUTCOMES = ("success", "failure", "approved", "rejected", "expired")

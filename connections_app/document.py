@@ -111,6 +111,15 @@ def references(document: dict) -> list[tuple[tuple, vault.Reference]]:
     return [(path, vault.Reference.from_leaf(leaf)) for path, leaf in secret_leaves(document)]
 
 
+def unredacted(document: dict) -> dict:
+    """A redacted document (the audit copy, a connection's pushed document) as a request
+    document again: each secret leaf back to its reference at the version it names."""
+    copy_ = copy.deepcopy(document)
+    for path, leaf in secret_leaves(document):
+        replace(copy_, path, {"vault": leaf["vault"], "version": leaf.get("version")})
+    return copy_
+
+
 def path_text(path: tuple) -> str:
     """("A", "B", 0, "C") -> "A.B[0].C", as flatten() writes paths."""
     out = ""
@@ -131,7 +140,7 @@ def flatten(node, path: str = "") -> Iterator[tuple[str, object]]:
         yield path, node
 
 
-def _replace(document: dict, path: tuple, value) -> None:
+def replace(document: dict, path: tuple, value) -> None:
     node = document
     for part in path[:-1]:
         node = node[part]
@@ -361,8 +370,70 @@ def estimated_size(document: dict) -> int:
     """Bytes of the JSON payload, counting each secret at its largest allowed size (512)."""
     draft = copy.deepcopy(document)
     for path, _ in list(secret_leaves(draft)):
-        _replace(draft, path, "x" * 512)
+        replace(draft, path, "x" * 512)
     return len(json.dumps(draft, separators=(",", ":")).encode()) + MARKER_ROOM
+
+
+# ---------------------------------------------------------------------------
+# Comparing with AWS, and updating
+
+# The marker a request adds to Description (services: ConnectionRequest.marker).
+_MARKER = re.compile(r"\s*\[eb-request:[0-9a-f]{16}\]$")
+_LISTS = ("HeaderParameters", "QueryStringParameters", "BodyParameters")
+
+
+def without_marker(description: str) -> str:
+    return _MARKER.sub("", description or "")
+
+
+def comparable(document: dict) -> dict:
+    """The plain part of a document, or of a describe_connection answer, in one shape: the
+    create_connection fields only, no secret (reference or value: AWS never returns one, an
+    emulator may), and no request marker in Description. Never stored: for diffs on a page."""
+    members = eventbridge.service_model().operation_model("CreateConnection").input_shape.members
+    out = {key: copy.deepcopy(value) for key, value in document.items() if key in members}
+    if "Description" in out:
+        out["Description"] = without_marker(out["Description"])
+        if not out["Description"]:
+            del out["Description"]
+
+    def strip(node):
+        if isinstance(node, dict):
+            if node.get("IsValueSecret"):
+                node.pop("Value", None)
+            for key in [k for k in node if k in ALWAYS_SECRET]:
+                del node[key]
+            for value in node.values():
+                strip(value)
+        elif isinstance(node, list):
+            for item in node:
+                strip(item)
+
+    strip(out)
+    return out
+
+
+def for_update(payload: dict, previous: dict) -> dict:
+    """update_connection's kwargs from a whole (resolved) document. AWS keeps what an update
+    leaves out, so a parameter list the previous document had and this one lacks is sent
+    empty, which clears it."""
+    out = dict(payload)
+    auth = out.setdefault("AuthParameters", {})
+    before = previous.get("AuthParameters") or {}
+    places = [("InvocationHttpParameters",)]
+    if out.get("AuthorizationType") == "OAUTH_CLIENT_CREDENTIALS":
+        places.append(("OAuthParameters", "OAuthHttpParameters"))
+    for place in places:
+        old = before
+        for part in place:
+            old = old.get(part) or {}
+        for name in _LISTS:
+            if old.get(name):
+                node = auth
+                for part in place:
+                    node = node.setdefault(part, {})
+                node.setdefault(name, [])
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -382,7 +453,7 @@ def resolve(
     read = read_all(list(dict.fromkeys(ref for _, ref in refs)))
     resolutions = {path: read[ref] for path, ref in refs}
     for path, resolution in resolutions.items():
-        _replace(payload, path, resolution.value)
+        replace(payload, path, resolution.value)
     if marker:
         description = payload.get("Description", "")
         payload["Description"] = f"{description} {marker}".strip()
@@ -399,7 +470,7 @@ def redact(document: dict, resolutions: dict[tuple, vault.Resolution] | None = N
         if resolution is not None:
             entry["version"] = resolution.info.version
             entry["fingerprint"] = fingerprint(resolution.value)
-        _replace(copy_, path, entry)
+        replace(copy_, path, entry)
     return copy_
 
 

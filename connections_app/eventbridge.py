@@ -47,7 +47,14 @@ _MESSAGES = {
     ),
     "InternalException": "AWS had an internal error; retry later.",
     "ValidationException": "AWS rejected a parameter of the request.",
-    "ResourceNotFoundException": "The connection does not exist in the account.",
+    "ResourceNotFoundException": (
+        "The connection no longer exists in the account (deleted outside this dashboard?); "
+        "Refresh the connection to record that."
+    ),
+    "ConcurrentModificationException": (
+        "AWS is still applying another change to this connection (it is updating, "
+        "authorizing or being deleted); retry once its state has settled."
+    ),
 }
 
 _lock = threading.Lock()
@@ -171,6 +178,48 @@ def create_connection(payload: dict) -> dict:
 
 
 _THROTTLED = {"ThrottlingException", "TooManyRequestsException", "RequestLimitExceeded"}
+
+
+@sensitive_variables()  # the payload holds secret values, as for create_connection
+def update_connection(payload: dict) -> dict:
+    """events.update_connection(**payload). Safe to repeat (it sets, it does not add), so the
+    SDK's standard retries apply; a lost answer is still reconciled by describe_connection."""
+    try:
+        return events_client().update_connection(**payload)
+    except _SDK_ERRORS as exc:
+        raise translate(exc) from None
+
+
+def deauthorize_connection(name: str) -> dict:
+    try:
+        return events_client().deauthorize_connection(Name=name)
+    except _SDK_ERRORS as exc:
+        raise translate(exc) from None
+
+
+def delete_connection(name: str) -> dict:
+    try:
+        return events_client().delete_connection(Name=name)
+    except _SDK_ERRORS as exc:
+        raise translate(exc) from None
+
+
+def api_destinations(connection_arn: str) -> list[dict]:
+    """Every API destination using the connection, following NextToken (botocore has no
+    paginator for ListApiDestinations)."""
+    found, token = [], None
+    try:
+        while True:
+            kwargs = {"ConnectionArn": connection_arn, "Limit": 100}
+            if token:
+                kwargs["NextToken"] = token
+            page = events_client().list_api_destinations(**kwargs)
+            found += page.get("ApiDestinations", [])
+            token = page.get("NextToken")
+            if not token:
+                return found
+    except _SDK_ERRORS as exc:
+        raise translate(exc) from None
 
 
 def describe_connection(name: str) -> dict | None:

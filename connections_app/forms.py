@@ -242,7 +242,7 @@ class RequestForms:
     max_rows = MAX_ROWS
 
     @classmethod
-    def with_row_added(cls, data, prefix: str) -> RequestForms:
+    def with_row_added(cls, data, prefix: str, **kwargs) -> RequestForms:
         """The no-JavaScript "Add row": the form as posted, with one more empty row under
         `prefix` (up to MAX_ROWS), shown without errors."""
         data = data.copy()
@@ -251,13 +251,20 @@ class RequestForms:
             raw = data[key]  # few digits only: int() refuses more than 4,300 (a 500)
             count = int(raw) if raw.isdecimal() and raw.isascii() and len(raw) < 10 else MAX_ROWS
             data[key] = str(min(count + 1, MAX_ROWS))
-        forms = cls(data)
+        forms = cls(data, **kwargs)
         forms.suppress_errors()
         return forms
 
-    def __init__(self, data=None, *, initial: dict | None = None):
+    def __init__(self, data=None, *, initial: dict | None = None, fixed_name: str = ""):
+        """`fixed_name`: the form of an update, whose connection keeps its name."""
         initial = initial or {}
-        self.form = ConnectionRequestForm(data, initial=initial.get("form"))
+        form_initial = dict(initial.get("form") or {})
+        if fixed_name:
+            form_initial["name"] = fixed_name
+        self.form = ConnectionRequestForm(data, initial=form_initial)
+        if fixed_name:
+            self.form.fields["name"].disabled = True
+            self.form.fields["name"].help_text = "A connection's name cannot change."
         self.formsets = {
             prefix: ParameterFormSet(data, prefix=prefix, initial=initial.get(prefix))
             for prefix, _, _ in PARAMETER_LISTS
@@ -444,6 +451,44 @@ def initial_from_document(document: dict) -> dict:
             for row in rows
         ]
     return initial
+
+
+class ReasonForm(forms.Form):
+    """Deauthorize (a reason is required) and delete (optional)."""
+
+    reason = forms.CharField(
+        label="Reason",
+        required=False,
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        error_messages={"max_length": "At most %(limit_value)d characters."},
+    )
+
+    def __init__(self, *args, required: bool, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["reason"].required = required
+        self.fields["reason"].error_messages["required"] = "Say why."
+
+
+class RotateForm(forms.Form):
+    """One optional version per secret of the connection; empty: the newest Vault has."""
+
+    def __init__(self, *args, secrets: list[dict], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.secrets = secrets
+        for i, secret in enumerate(secrets):
+            secret["field"] = f"version_{i}"
+            self.fields[secret["field"]] = forms.IntegerField(
+                label=f"Version of {secret['reference']}",
+                required=False,
+                min_value=1,
+                max_value=2**63 - 1,
+                help_text="Empty: the newest version.",
+                disabled=secret.get("kv_version") == 1,  # KV v1 keeps no versions
+            )
+
+    def versions(self) -> dict[str, int | None]:
+        return {s["path"]: self.cleaned_data.get(s["field"]) for s in self.secrets}
 
 
 # ---------------------------------------------------------------------------

@@ -6,20 +6,66 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-# A name is taken while a request for it may still become (or is) a connection; a connection
-# deleted in AWS (found so by a refresh) gives its name up.
-HOLDS_NAME = models.Q(status__in=["pending", "approved", "submitting"]) | (
-    models.Q(status="created") & ~models.Q(connection_state="DELETED")
-)
+
+class Connection(models.Model):
+    """One EventBridge connection made or managed here: what AWS last said of it, and the
+    document last pushed to it (each secret as reference, the version pushed and its keyed
+    fingerprint; never a value)."""
+
+    # Where AWS moves a connection by itself after a change (private endpoints: many minutes).
+    PASSING = ("CREATING", "UPDATING", "DELETING", "AUTHORIZING", "DEAUTHORIZING")
+    DELETED = "DELETED"  # gone from AWS: the name is free again
+
+    name = models.CharField(max_length=64)
+    arn = models.CharField(max_length=1600, unique=True)
+    authorization_type = models.CharField(max_length=32)
+    state = models.CharField(max_length=32)
+    state_reason = models.CharField(max_length=512, blank=True)
+    secret_arn = models.CharField(max_length=1600, blank=True)
+    created_in_aws_at = models.DateTimeField(null=True, blank=True)
+    modified_at = models.DateTimeField(null=True, blank=True)
+    authorized_at = models.DateTimeField(null=True, blank=True)
+    checked_at = models.DateTimeField(null=True, blank=True)
+    document = models.JSONField(default=dict)  # as last pushed, redacted (DESIGN.md `redact`)
+    pushed_at = models.DateTimeField(null=True, blank=True)
+    # DEAUTHORIZED by AWS itself (a 401/407 from the partner, a failed OAuth refresh, KMS).
+    deauthorized_by_aws = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["name"], condition=~models.Q(state="DELETED"), name="one_live_connection"
+            )
+        ]
+        indexes = [models.Index(fields=["state", "name", "id"])]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.state})"
+
+    @property
+    def gone(self) -> bool:
+        return self.state in (self.DELETED, "DELETING")
+
+
+# A create request holds its name while it may still become a connection (the Connection row
+# holds it after that, until AWS deletes it).
+HOLDS_NAME = models.Q(kind="create", status__in=["pending", "approved", "submitting"])
+# A change still to be decided, submitted or closed: a connection has at most one.
+OPEN_STATUSES = ["pending", "approved", "submitting", "failed"]
 
 
 class ConnectionRequest(models.Model):
-    """A request for one EventBridge connection; `document` holds Vault references, never values."""
+    """A change to one EventBridge connection, of one kind, decided by a second person.
+
+    `document` holds Vault references, never values: for create, update and rotate the whole
+    create_connection document; for deauthorize and delete just the connection's Name."""
 
     PENDING = "pending"
     APPROVED = "approved"
     SUBMITTING = "submitting"
     CREATED = "created"
+    DONE = "done"
     FAILED = "failed"
     REJECTED = "rejected"
     CANCELLED = "cancelled"
@@ -29,22 +75,46 @@ class ConnectionRequest(models.Model):
         (APPROVED, "Approved"),
         (SUBMITTING, "Submitting"),
         (CREATED, "Created"),
+        (DONE, "Done"),
         (FAILED, "Failed"),
         (REJECTED, "Rejected"),
         (CANCELLED, "Cancelled"),
         (EXPIRED, "Expired"),
     ]
+    SUCCEEDED = (CREATED, DONE)
+
+    CREATE, UPDATE, ROTATE, DEAUTHORIZE, DELETE = (
+        "create",
+        "update",
+        "rotate",
+        "deauthorize",
+        "delete",
+    )
+    KIND_CHOICES = [
+        (CREATE, "Create"),
+        (UPDATE, "Update"),
+        (ROTATE, "Rotate"),
+        (DEAUTHORIZE, "Deauthorize"),
+        (DELETE, "Delete"),
+    ]
+    DOCUMENT_KINDS = (CREATE, UPDATE, ROTATE)  # kinds whose document is a whole connection
     HOLDS_NAME = HOLDS_NAME
+    OPEN_STATUSES = OPEN_STATUSES
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    kind = models.CharField(max_length=16, choices=KIND_CHOICES, default=CREATE)
+    connection = models.ForeignKey(
+        Connection, on_delete=models.PROTECT, null=True, blank=True, related_name="changes"
+    )
     name = models.CharField(max_length=64, db_index=True)
-    authorization_type = models.CharField(max_length=32)
+    authorization_type = models.CharField(max_length=32, blank=True)
     requester = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="connection_requests"
     )
     status = models.CharField(max_length=16, choices=STATUS_CHOICES, default=PENDING)
     document = models.JSONField()
     document_hash = models.CharField(max_length=64)
+    reason = models.TextField(blank=True)  # why deauthorize or delete (the requester's words)
     revision = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -63,14 +133,6 @@ class ConnectionRequest(models.Model):
 
     submit_started_at = models.DateTimeField(null=True, blank=True)
     submit_attempts = models.PositiveIntegerField(default=0)
-    connection_arn = models.CharField(max_length=1600, blank=True)
-    connection_state = models.CharField(max_length=32, blank=True)
-    state_reason = models.CharField(max_length=512, blank=True)
-    secret_arn = models.CharField(max_length=1600, blank=True)
-    connection_created_at = models.DateTimeField(null=True, blank=True)
-    connection_modified_at = models.DateTimeField(null=True, blank=True)
-    last_authorized_at = models.DateTimeField(null=True, blank=True)
-    state_checked_at = models.DateTimeField(null=True, blank=True)
     error_code = models.CharField(max_length=64, blank=True)
     error_message = models.TextField(blank=True)
 
@@ -96,11 +158,16 @@ class ConnectionRequest(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["name"], condition=HOLDS_NAME, name="one_live_request_per_name"
-            )
+            ),
+            models.UniqueConstraint(
+                fields=["connection"],
+                condition=models.Q(status__in=OPEN_STATUSES),
+                name="one_open_change_per_connection",
+            ),
         ]
 
     def __str__(self) -> str:
-        return f"{self.name} ({self.get_status_display()})"
+        return f"{self.get_kind_display()} {self.name} ({self.get_status_display()})"
 
     @property
     def overdue(self) -> bool:
@@ -113,6 +180,10 @@ class ConnectionRequest(models.Model):
 
     def get_shown_status_display(self) -> str:
         return dict(self.STATUS_CHOICES)[self.shown_status]
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_STATUSES and not self.overdue
 
     @property
     def stale_at(self):
@@ -129,7 +200,7 @@ class ConnectionRequest(models.Model):
 
     @property
     def marker(self) -> str:
-        """Carried in the connection's Description so a retry can recognise its own connection."""
+        """Carried in the connection's Description so a retry can recognise its own change."""
         return f"[eb-request:{self.public_id.hex[:16]}]"
 
 

@@ -36,9 +36,11 @@ def navigation(request) -> dict:
         return {"nav": []}
     items = []
     if user.has_perm(CAN_REQUEST):
-        items += [("request_new", "New request"), ("request_mine", "My requests")]
+        items += [("request_new", "New connection"), ("request_mine", "My requests")]
     if user.has_perm(CAN_APPROVE):
-        items += [("approval_queue", "Approval queue"), ("connection_list", "Connections")]
+        items.append(("approval_queue", "Approval queue"))
+    if user.has_perm(CAN_REQUEST) or user.has_perm(CAN_APPROVE) or user.has_perm(CAN_AUDIT):
+        items.append(("connection_list", "Connections"))
     if user.has_perm(CAN_AUDIT):
         items.append(("audit_list", "Audit log"))
     if user.is_superuser:

@@ -10,7 +10,7 @@ import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import hvac
@@ -153,6 +153,7 @@ class SecretInfo:
     kv_version: int
     version: int | None  # the version actually read (None on KV v1, which has none)
     updated: str | None  # created_time of that version (KV v2 only)
+    fingerprint: str = ""  # keyed digest of the value, when the caller asked for one
 
 
 @dataclass(frozen=True)
@@ -492,9 +493,10 @@ def check(ref: Reference) -> SecretInfo:
 
 
 @sensitive_variables()
-def check_all(refs: list[Reference]) -> dict[Reference, SecretInfo | VaultError]:
+def check_all(refs: list[Reference], *, digest=None) -> dict[Reference, SecretInfo | VaultError]:
     """check() of many references: each secret version read once, different ones in parallel;
-    for each reference its answer, or the error it raised. The values are dropped here."""
+    for each reference its answer, or the error it raised. The values are dropped here; with
+    `digest` (a keyed fingerprint function) each answer carries the value's digest."""
 
     def fetch(path, version):
         try:
@@ -505,10 +507,18 @@ def check_all(refs: list[Reference]) -> dict[Reference, SecretInfo | VaultError]
     answers: dict[Reference, SecretInfo | VaultError] = {}
     for group, secret in _each_secret(refs, fetch):
         for ref in group:
+            if isinstance(secret, VaultError):
+                answers[ref] = secret
+                continue
             try:
-                answers[ref] = secret if isinstance(secret, VaultError) else _pick(ref, secret).info
+                found = _pick(ref, secret)
             except VaultError as exc:
                 answers[ref] = exc
+                continue
+            info = found.info
+            if digest is not None:
+                info = replace(info, fingerprint=digest(found.value))
+            answers[ref] = info
     return answers
 
 

@@ -19,8 +19,15 @@ from django.views.decorators.http import require_GET, require_POST
 
 from . import audit_review, eventbridge, health, selectors, services, vault
 from . import document as doc
-from .forms import AuditFilterForm, RequestForms, SecretUseForm, initial_from_document
-from .models import AuditEvent, ConnectionRequest
+from .forms import (
+    AuditFilterForm,
+    ReasonForm,
+    RequestForms,
+    RotateForm,
+    SecretUseForm,
+    initial_from_document,
+)
+from .models import AuditEvent, Connection, ConnectionRequest
 from .roles import CAN_APPROVE, CAN_AUDIT, CAN_REQUEST
 
 R = ConnectionRequest
@@ -96,7 +103,12 @@ def _check_view(answer: vault.SecretInfo | vault.VaultError) -> dict:
 @login_required
 @permission_required(CAN_REQUEST, raise_exception=True)
 def request_new(request):
-    return _request_form(request, None)
+    def save(document):
+        obj = services.request_create(requester=request.user, document=document)
+        messages.success(request, f"Request “{obj.name}” saved; it awaits approval.")
+        return obj
+
+    return _request_form(request, {"form": {"oauth_http_method": "POST"}}, save)
 
 
 @sensitive_post_parameters()
@@ -111,53 +123,60 @@ def request_edit(request, pk):
         return redirect("request_detail", pk=pk)
     # A POST always comes back as typed: if the request was decided or expired meanwhile, the
     # service's refusal is shown above the form.
-    return _request_form(request, obj)
+    initial = initial_from_document(obj.document)
+    return _request_form(request, initial, lambda doc: _edit(request, obj, doc), obj=obj,
+                         fixed_name=obj.name if obj.connection_id else "")  # fmt: skip
 
 
-def _request_form(request, obj: ConnectionRequest | None):
+def _edit(request, obj, document):
+    obj = services.request_update(request=obj, editor=request.user, document=document)
+    messages.success(request, f"Request “{obj.name}” updated (revision {obj.revision}).")
+    return obj
+
+
+def _request_form(request, initial, save, *, obj=None, connection=None, fixed_name=""):
+    """The connection form: new, edit, update or re-authorize. `save(document)` files it."""
     checks = {}
     if request.method == "POST":
         if "_add_row" in request.POST:
             # Without JavaScript: the form again as typed, with one more row and no errors yet.
-            forms = RequestForms.with_row_added(request.POST, request.POST["_add_row"])
+            forms = RequestForms.with_row_added(
+                request.POST, request.POST["_add_row"], fixed_name=fixed_name
+            )
         elif "_check" in request.POST:
-            forms = RequestForms(request.POST)
+            forms = RequestForms(request.POST, fixed_name=fixed_name)
             # Only the references are checked: a half-filled form shows no other errors yet.
             checks = _reference_checks(forms)
             forms.suppress_errors()
         else:
-            forms = RequestForms(request.POST)
+            forms = RequestForms(request.POST, fixed_name=fixed_name)
             if forms.is_valid():
-                saved = _save_request(request, forms, obj)
+                saved = _save_request(forms, save)
                 if saved is not None:
                     return redirect("request_detail", pk=saved.pk)
             else:
                 # The document's own checks on what did clean: every problem in one round.
                 forms.add_issues(doc.validate(forms.to_document()), beside_errors=False)
     else:
-        initial = (
-            initial_from_document(obj.document) if obj else {"form": {"oauth_http_method": "POST"}}
-        )
-        forms = RequestForms(initial=initial)
+        forms = RequestForms(initial=initial, fixed_name=fixed_name)
     return render(
         request,
         "connections_app/request_form.html",
-        {"forms": forms, "form": forms.form, "obj": obj, "checks": checks},
+        {
+            "forms": forms,
+            "form": forms.form,
+            "obj": obj,
+            "connection": connection,
+            "checks": checks,
+        },
         status=400 if request.method == "POST" and forms.has_errors() else 200,
     )
 
 
-def _save_request(request, forms: RequestForms, obj: ConnectionRequest | None):
-    """File or update the request; None, with the problems put on the form, if refused."""
-    document = forms.to_document()
+def _save_request(forms: RequestForms, save):
+    """File the form's document; None, with the problems put on the form, if refused."""
     try:
-        if obj is None:
-            obj = services.request_create(requester=request.user, document=document)
-            messages.success(request, f"Request “{obj.name}” saved; it awaits approval.")
-        else:
-            obj = services.request_update(request=obj, editor=request.user, document=document)
-            messages.success(request, f"Request “{obj.name}” updated (revision {obj.revision}).")
-        return obj
+        return save(forms.to_document())
     except services.DocumentInvalid as exc:
         forms.add_issues(exc.issues)
     except services.ActionRefused as exc:
@@ -192,20 +211,18 @@ def request_detail(request, pk):
 
 
 def _detail_context(request, obj: ConnectionRequest) -> dict:
-    user = request.user
-    allowed = services.allowed_actions(obj, user)
-    refs = doc.references(obj.document)
-    references = [{"path": doc.path_text(path), "reference": str(ref)} for path, ref in refs]
-    if allowed & {"approve", "retry"}:  # the approver sees whether a submission would work
-        answers = services.reference_checks([ref for _, ref in refs])
-        for item, (_, ref) in zip(references, refs, strict=True):
-            item["check"] = _check_view(answers[ref])
-    return {
+    allowed = services.allowed_actions(obj, request.user)
+    decides = bool(allowed & {"approve", "retry"})
+    context = {
         "obj": obj,
         "document": doc.redact(obj.document),
-        "references": references,
-        "checked": allowed & {"approve", "retry"},
-        "unresolved": sum(1 for item in references if not item.get("check", {"ok": True})["ok"]),
+        "document_rows": audit_review.document_rows(doc.redact(obj.document)),
+        # The approver sees each secret against the connection, and whether it resolves now.
+        "review": selectors.change_review(obj) if decides else None,
+        "references": [
+            {"path": doc.path_text(path), "reference": str(ref)}
+            for path, ref in doc.references(obj.document)
+        ],
         # The actions offered are exactly those the services would accept now.
         "allowed": allowed,
         # Listed only from the second revision on; their documents are not shown.
@@ -214,6 +231,12 @@ def _detail_context(request, obj: ConnectionRequest) -> dict:
         ),
         "events": audit_review.history(obj.pk),
     }
+    if context["review"] is not None:
+        secrets = context["review"]["secrets"]
+        for item in secrets:
+            item["check"] = _check_view(item["check"])
+        context["unresolved"] = sum(1 for item in secrets if not item["check"]["ok"])
+    return context
 
 
 # The text box of each action that has one: kept, with the refusal beside it, when refused.
@@ -287,14 +310,15 @@ def request_retry(request, pk):
 
 
 def _submit_message(obj: ConnectionRequest) -> str:
-    if obj.status == R.CREATED and not obj.secret_arn:
-        return (
-            f"Connection {obj.name} created ({obj.connection_state}), but AWS did not describe it "
-            "yet: Refresh on the Connections page fetches its secret ARN and state reason."
-        )
-    if obj.status == R.CREATED:
-        return f"Connection {obj.name} created ({obj.connection_state})."
-    raise services.ActionRefused(f"Submission failed: {obj.error_message}", code=obj.error_code)
+    if obj.status not in R.SUCCEEDED:
+        raise services.ActionRefused(f"Submission failed: {obj.error_message}", code=obj.error_code)
+    done = {"create": "created", "update": "updated", "rotate": "rotated",
+            "deauthorize": "deauthorized", "delete": "deleted"}[obj.kind]  # fmt: skip
+    connection = obj.connection
+    message = f"Connection {obj.name} {done} ({connection.state})."
+    if not connection.secret_arn and connection.state != Connection.DELETED:
+        message += " AWS did not describe it yet: Refresh fetches its secret ARN and state reason."
+    return message
 
 
 @require_POST
@@ -329,27 +353,172 @@ def approval_queue(request):
 # Connections
 
 
+def _connection(request, pk) -> Connection:
+    if not selectors.may_see_connections(request.user):
+        raise PermissionDenied("You may not see connections.")
+    return get_object_or_404(Connection, pk=pk)
+
+
 @login_required
-@permission_required(CAN_APPROVE, raise_exception=True)
 def connection_list(request):
+    if not selectors.may_see_connections(request.user):
+        raise PermissionDenied("You may not see connections.")
+    state = request.GET.get("state", "")
+    prefix = request.GET.get("q", "").strip()[:64]
+    after = request.GET.get("after", "").rpartition(" ")
+    cursor = (after[0], int(after[2])) if after[2].isdecimal() and len(after[2]) < 19 else None
+    page = selectors.connections_page(state=state, prefix=prefix, after=cursor)
+    query = urlencode({k: v for k, v in (("state", state), ("q", prefix)) if v})
     return render(
         request,
         "connections_app/connection_list.html",
-        {"connections": selectors.connections_created()},
+        {
+            "page": page,
+            "state": state,
+            "q": prefix,
+            "query": query,
+            "paged": cursor is not None,
+            "states": list(selectors.STATE_FILTERS),
+        },
+    )
+
+
+@login_required
+def connection_detail(request, pk):
+    connection = _connection(request, pk)
+    opened = services.open_change(connection)
+    destinations, destinations_error = selectors.api_destinations(connection)
+    return render(
+        request,
+        "connections_app/connection_detail.html",
+        {
+            "connection": connection,
+            "document_rows": audit_review.document_rows(connection.document),
+            "secrets": selectors.pushed_secrets(connection),
+            "destinations": destinations,
+            "destinations_error": destinations_error,
+            "open_change": opened,
+            "changes_allowed": services.allowed_changes(connection, request.user, opened),
+            "may_refresh": request.user.has_perm(CAN_APPROVE) or request.user.has_perm(CAN_REQUEST),
+            **selectors.connection_history(connection),
+        },
     )
 
 
 @require_POST
 @login_required
-@permission_required(CAN_APPROVE, raise_exception=True)
 def connection_refresh(request, pk):
-    obj = get_object_or_404(R, pk=pk)
+    if not (request.user.has_perm(CAN_APPROVE) or request.user.has_perm(CAN_REQUEST)):
+        raise PermissionDenied("You may not refresh connections.")
+    connection = _connection(request, pk)
     try:
-        obj = services.connection_refresh(request=obj, actor=request.user)
-        messages.success(request, f"{obj.name}: {obj.connection_state}.")
-    except (services.ActionRefused, eventbridge.EventBridgeError) as exc:
+        connection = services.connection_refresh(connection=connection, actor=request.user)
+        messages.success(request, f"{connection.name}: {connection.state}.")
+    except eventbridge.EventBridgeError as exc:
         messages.error(request, exc.message)
-    return redirect("connection_list")
+    return redirect("connection_detail", pk=pk)
+
+
+def _refuse_change(request, connection: Connection, kind: str):
+    refused = services.change_refusal(
+        kind, connection, request.user, open_change=services.open_change(connection)
+    )
+    if refused is not None and refused.code == "not_requester":
+        raise refused
+    return refused
+
+
+@sensitive_post_parameters()
+@login_required
+def connection_update(request, pk, kind="update"):
+    """Update (or re-authorize): the connection form, starting from what was last pushed."""
+    connection = _connection(request, pk)
+    refused = _refuse_change(request, connection, kind)
+    if refused is not None and request.method != "POST":
+        messages.error(request, refused.message)
+        return redirect("connection_detail", pk=pk)
+
+    def save(document):
+        obj = services.change_file(
+            connection=connection, requester=request.user, kind=kind, document=document
+        )
+        messages.success(request, f"Request to {kind} “{obj.name}” saved; it awaits approval.")
+        return obj
+
+    initial = initial_from_document(doc.unredacted(connection.document))
+    return _request_form(request, initial, save, connection=connection, fixed_name=connection.name)
+
+
+@login_required
+def connection_rotate(request, pk):
+    """Rotate: every secret re-read at the newest Vault version, or at one the requester picks."""
+    connection = _connection(request, pk)
+    refused = _refuse_change(request, connection, R.ROTATE)
+    if refused is not None:
+        messages.error(request, refused.message)
+        return redirect("connection_detail", pk=pk)
+    secrets = selectors.rotation_candidates(connection)
+    form = RotateForm(request.POST or None, secrets=secrets)
+    if request.method == "POST" and form.is_valid():
+        try:
+            document = services.rotation_document(connection, form.versions())
+            obj = services.change_file(
+                connection=connection, requester=request.user, kind=R.ROTATE, document=document
+            )
+        except services.DocumentInvalid as exc:
+            for issue in exc.issues:
+                form.add_error(None, f"{issue.path}: {issue.message}")
+        except services.ActionRefused as exc:
+            form.add_error(None, exc.message)
+        else:
+            messages.success(request, f"Rotation of “{obj.name}” requested; it awaits approval.")
+            return redirect("request_detail", pk=obj.pk)
+    return render(
+        request,
+        "connections_app/connection_rotate.html",
+        {"connection": connection, "form": form},
+        status=400 if form.errors else 200,
+    )
+
+
+@login_required
+def connection_remove(request, pk, kind):
+    """Deauthorize (a reason is required) or delete (refused while API destinations use it)."""
+    connection = _connection(request, pk)
+    refused = _refuse_change(request, connection, kind)
+    if refused is not None:
+        messages.error(request, refused.message)
+        return redirect("connection_detail", pk=pk)
+    form = ReasonForm(request.POST or None, required=kind == R.DEAUTHORIZE)
+    destinations, destinations_error = (
+        selectors.api_destinations(connection) if kind == R.DELETE else ([], "")
+    )
+    if request.method == "POST" and form.is_valid():
+        try:
+            obj = services.change_file(
+                connection=connection,
+                requester=request.user,
+                kind=kind,
+                reason=form.cleaned_data["reason"],
+            )
+        except services.ActionRefused as exc:
+            form.add_error("reason" if exc.code in ("reason_required", "too_long") else None,
+                           exc.message)  # fmt: skip
+        else:
+            messages.success(request, f"Request to {kind} “{obj.name}” saved; it awaits approval.")
+            return redirect("request_detail", pk=obj.pk)
+    return render(
+        request,
+        "connections_app/connection_remove.html",
+        {
+            "connection": connection,
+            "form": form,
+            "kind": kind,
+            "destinations": destinations,
+            "destinations_error": destinations_error,
+        },
+        status=400 if form.errors else 200,
+    )
 
 
 # ---------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import os
 import secrets
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +17,8 @@ from tests import faults
 from tests.faults import FaultProxy
 
 KV1 = devstack.KV1_MOUNT
+# moto's server, with the EventBridge behaviour AWS documents and moto lacks (tests/moto_ext.py).
+MOTO_EXT = str(Path(__file__).with_name("moto_ext.py"))
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +30,7 @@ def openbao():
 
 @pytest.fixture(scope="session")
 def moto():
-    server = devstack.start_moto()
+    server = devstack.start_moto(script=MOTO_EXT)
     yield server
     server.stop()
 

@@ -270,7 +270,7 @@ def test_stale_submitting_is_reconciled(pending, approver, settings):
         request=pending, approver=approver, seen_hash=pending.document_hash
     )
     assert done.status == R.CREATED
-    assert done.connection_arn
+    assert done.connection.arn
     assert len(_connections_named(pending.name)) == 1
 
 

@@ -10,7 +10,7 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from connections_app import audit, roles, services
-from connections_app.models import AuditEvent, ConnectionRequest
+from connections_app.models import AuditEvent, Connection, ConnectionRequest
 
 R = ConnectionRequest
 pytestmark = [pytest.mark.usefixtures("servers"), pytest.mark.django_db]
@@ -22,13 +22,13 @@ def created(requester, approver, make_document):
     request = services.request_approve(
         request=request, approver=approver, seen_hash=request.document_hash
     )
-    assert request.status == R.CREATED and request.connection_state == "AUTHORIZED"
+    assert request.status == R.CREATED and request.connection.state == "AUTHORIZED"
     return request
 
 
-def _refresh_events(request):
+def _refresh_events(connection):
     return list(
-        AuditEvent.objects.filter(request_id=request.pk, action="connection.state.refresh")
+        AuditEvent.objects.filter(arn=connection.arn, action="connection.state.refresh")
         .order_by("id")
         .values_list("connection_state", "data")
     )
@@ -36,12 +36,12 @@ def _refresh_events(request):
 
 def test_command_records_a_state_that_moved_on(created):
     # Stored while AWS was still creating it (private endpoints can take many minutes).
-    R.objects.filter(pk=created.pk).update(connection_state="CREATING")
+    Connection.objects.filter(pk=created.connection.pk).update(state="CREATING")
     out = StringIO()
     call_command("refresh_connection_states", stdout=out)
     assert f"{created.name}: AUTHORIZED" in out.getvalue()
-    assert R.objects.get(pk=created.pk).connection_state == "AUTHORIZED"
-    [(state, data)] = _refresh_events(created)
+    assert Connection.objects.get(pk=created.connection.pk).state == "AUTHORIZED"
+    [(state, data)] = _refresh_events(created.connection)
     assert state == "AUTHORIZED"
     assert '"previous_state":"CREATING"' in data
     assert audit.verify_chain().ok
@@ -53,17 +53,18 @@ def test_command_skips_settled_connections_unless_asked(created):
     assert created.name not in out.getvalue()
     call_command("refresh_connection_states", "--all", stdout=out)
     assert f"{created.name}: AUTHORIZED" in out.getvalue()
-    assert _refresh_events(created) == []  # nothing changed, nothing recorded
+    assert _refresh_events(created.connection) == []  # nothing changed, nothing recorded
 
 
 def test_refresh_records_a_connection_deleted_in_aws(created, approver_client):
     boto3.client("events").delete_connection(Name=created.name)
-    response = approver_client.post(reverse("connection_refresh", args=[created.pk]), follow=True)
+    url = reverse("connection_refresh", args=[created.connection.pk])
+    response = approver_client.post(url, follow=True)
     assert f"{created.name}: DELETED" in response.content.decode()
-    request = R.objects.get(pk=created.pk)
-    assert request.connection_state == "DELETED"
-    assert "no longer exists" in request.state_reason
-    [(state, _)] = _refresh_events(created)
+    connection = Connection.objects.get(pk=created.connection.pk)
+    assert connection.state == "DELETED"
+    assert "no longer exists" in connection.state_reason
+    [(state, _)] = _refresh_events(connection)
     assert state == "DELETED"
 
 
@@ -71,30 +72,23 @@ def test_a_connection_deleted_in_aws_gives_its_name_up(created, requester, appro
     boto3.client("events").delete_connection(Name=created.name)
     with pytest.raises(services.DocumentInvalid):  # still held: nobody has refreshed yet
         services.request_create(requester=requester, document=make_document(name=created.name))
-    services.connection_refresh(request=created, actor=approver)
+    services.connection_refresh(connection=created.connection, actor=approver)
 
     again = services.request_create(requester=requester, document=make_document(name=created.name))
     again = services.request_approve(
         request=again, approver=approver, seen_hash=again.document_hash
     )
-    assert again.status == R.CREATED and again.connection_arn != created.connection_arn
-    # The old request's name now belongs to the new connection: it stays deleted.
-    old = services.connection_refresh(request=R.objects.get(pk=created.pk), actor=approver)
-    assert (old.connection_state, old.connection_arn) == ("DELETED", created.connection_arn)
+    assert again.status == R.CREATED and again.connection.arn != created.connection.arn
+    # The old connection's name now belongs to the new one: it stays deleted.
+    old = services.connection_refresh(
+        connection=Connection.objects.get(pk=created.connection.pk), actor=approver
+    )
+    assert (old.state, old.arn) == ("DELETED", created.connection.arn)
     assert audit.verify_chain().ok
 
 
-def test_refresh_fills_in_an_arn_never_recorded(created, approver):
-    """Rows created while describe_connection said "not found" may hold no ARN: the connection
-    AWS has under that name is theirs, not a sign that theirs was deleted."""
-    R.objects.filter(pk=created.pk).update(connection_arn="")
-    refreshed = services.connection_refresh(request=R.objects.get(pk=created.pk), actor=approver)
-    assert refreshed.connection_state == "AUTHORIZED"
-    assert refreshed.connection_arn == created.connection_arn
-
-
 def test_command_follows_a_connection_being_deleted(created):
-    R.objects.filter(pk=created.pk).update(connection_state="DELETING")
+    Connection.objects.filter(pk=created.connection.pk).update(state="DELETING")
     boto3.client("events").delete_connection(Name=created.name)
     out = StringIO()
     call_command("refresh_connection_states", stdout=out)
@@ -109,29 +103,24 @@ def test_my_requests_show_expiry_and_deleted_connections(
     )
     R.objects.filter(pk=waiting.pk).update(expires_at=waiting.created_at)
     boto3.client("events").delete_connection(Name=created.name)
-    services.connection_refresh(request=created, actor=approver)
+    services.connection_refresh(connection=created.connection, actor=approver)
     page = requester_client.get(reverse("request_mine")).content.decode()
     assert "Pending approval" not in page and "Expired" in page
     assert "Created <small>(deleted in AWS)</small>" in page
 
 
-def test_connections_page_lists_created_connections_with_state(created, approver_client):
+def test_connections_page_lists_connections_with_state(created, approver_client):
     page = approver_client.get(reverse("connection_list")).content.decode()
-    assert created.name in page and "AUTHORIZED" in page and created.connection_arn in page
+    assert created.name in page and "AUTHORIZED" in page
+    detail = approver_client.get(reverse("connection_detail", args=[created.connection.pk]))
+    assert created.connection.arn in detail.content.decode()
 
 
-def test_only_approvers_refresh(created, requester_client, auditor_client):
-    for client in (requester_client, auditor_client):
-        response = client.post(reverse("connection_refresh", args=[created.pk]))
-        assert response.status_code == 403
-    assert _refresh_events(created) == []
-
-
-def test_refresh_refuses_a_request_without_connection(requester, make_document):
-    request = services.request_create(requester=requester, document=make_document())
-    with pytest.raises(services.ActionRefused) as info:
-        services.connection_refresh(request=request)
-    assert info.value.code == "not_created"
+def test_auditors_do_not_refresh(created, auditor_client, requester_client):
+    url = reverse("connection_refresh", args=[created.connection.pk])
+    assert auditor_client.post(url).status_code == 403
+    assert _refresh_events(created.connection) == []
+    assert requester_client.post(url).status_code == 302  # a requester follows their change
 
 
 def _resolves_now(page: str) -> list[str]:

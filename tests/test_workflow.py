@@ -30,10 +30,11 @@ def test_request_approve_creates_connection_with_real_values(
     )
 
     assert done.status == ConnectionRequest.CREATED, done.error_message
-    assert done.connection_arn.startswith("arn:aws:events:")
-    assert done.connection_state
-    assert done.secret_arn
-    stored = _secret_string(done.secret_arn)
+    made = done.connection
+    assert made.arn.startswith("arn:aws:events:")
+    assert made.state
+    assert made.secret_arn
+    stored = _secret_string(made.secret_arn)
     flat = json.dumps(stored)
     expected = {"BASIC": "password", "OAUTH_CLIENT_CREDENTIALS": "client_secret",
                 "API_KEY": "api_key"}[kind]  # fmt: skip
@@ -51,8 +52,12 @@ def test_request_approve_creates_connection_with_real_values(
         "connection.create.success",
     ]
     success = AuditEvent.objects.get(request_id=done.pk, action="connection.create.success")
-    assert success.arn == done.connection_arn
-    assert success.connection_state == done.connection_state
+    assert success.arn == made.arn
+    assert success.connection_state == made.state
+    # The connection holds the document it was pushed: references, versions, fingerprints.
+    assert made.document == audit.parsed(
+        AuditEvent.objects.get(request_id=done.pk, action="connection.vault.resolve")
+    )["document"]
     resolved = audit.parsed(
         AuditEvent.objects.get(request_id=done.pk, action="connection.vault.resolve")
     )

@@ -311,4 +311,4 @@ def test_approver_approves_in_browser_and_connection_is_created(
     expect(page.get_by_test_id("arn")).to_have_text(re.compile(r"^arn:aws:events:"))
     request.refresh_from_db()
     assert request.status == ConnectionRequest.CREATED
-    expect(page.get_by_test_id("arn")).to_have_text(request.connection_arn)
+    expect(page.get_by_test_id("arn")).to_have_text(request.connection.arn)

@@ -211,15 +211,20 @@ def test_sweep_every_authorization_type_to_a_connection(sweep):
         assert obj.revision == 2
         obj = sweep.approve(obj)
         assert obj.status == R.CREATED, obj.error_message
-        stored = boto3.client("secretsmanager").get_secret_value(SecretId=obj.secret_arn)
+        stored = boto3.client("secretsmanager").get_secret_value(
+            SecretId=obj.connection.secret_arn
+        )
         leaves = set(_strings(json.loads(stored["SecretString"])))
         sent = sum(v in leaves for v in sweep.canaries.values())
         sweep.c["approver"].get(reverse("connection_list"))
-        sweep.c["approver"].post(reverse("connection_refresh", args=[obj.pk]), follow=True)
+        sweep.c["approver"].post(
+            reverse("connection_refresh", args=[obj.connection.pk]), follow=True
+        )
+        sweep.c["approver"].get(reverse("connection_detail", args=[obj.connection.pk]))
         sweep.c["requester"].get(reverse("request_detail", args=[obj.pk]))
         sweep.flow(
             f"{kind}: form, Check all, Check button x{len(refs_of(edited))}, save, edit "
-            f"(revision {obj.revision}), approve -> {obj.status} {obj.connection_state}, "
+            f"(revision {obj.revision}), approve -> {obj.status} {obj.connection.state}, "
             f"refresh; {sent} canary values reached AWS's secret"
         )
         assert sent >= 3  # the values really went through: main secret and parameters

@@ -94,7 +94,7 @@ def assert_failed_cleanly(
     for value in canaries.values():
         assert value not in seen.message
     assert row.submit_attempts == 1
-    assert (row.connection_arn, row.secret_arn, row.connection_state) == ("", "", "")
+    assert row.connection_id is None  # no connection recorded
     assert DocumentRevision.objects.filter(request=row).count() == 1
     trail = actions(request)
     assert trail[:2] == ["connection.request.create", "connection.request.approve"]
@@ -516,16 +516,18 @@ def test_describe_failing_after_create_still_records_the_connection(
         for c in boto3.client("events").list_connections(NamePrefix=pending.name)["Connections"]
         if c["Name"] == pending.name
     ]
-    assert row.connection_arn == arn and row.connection_state and row.connection_created_at
-    assert row.secret_arn == ""  # only describe_connection knows it
+    made = row.connection
+    assert made.arn == arn and made.state and made.created_in_aws_at
+    assert made.secret_arn == ""  # only describe_connection knows it
     assert actions(pending)[-1] == "connection.create.success"
     success = audit.parsed(AuditEvent.objects.filter(request_id=pending.pk).order_by("-id")[0])
     assert success.get("describe_error", "") == error
     assert audit.verify_chain().ok
 
-    refreshed = services.connection_refresh(request=row, actor=approver)  # the fault is over
+    refreshed = services.connection_refresh(connection=made, actor=approver)  # the fault is over
     assert refreshed.secret_arn.startswith("arn:aws:secretsmanager:")
-    assert actions(pending)[-1] == "connection.state.refresh"
+    refreshes = AuditEvent.objects.filter(arn=arn, action="connection.state.refresh")
+    assert refreshes.count() == 1
     security_report.add(
         "faults",
         f"DescribeConnection answers {error or 'not found'} right after the create",
@@ -541,7 +543,7 @@ def test_only_idempotent_calls_are_resent(pending, approver, aws_proxy, security
     aws_proxy.seen.clear()
     aws_proxy.rules.append(aws_target("DescribeConnection", INTERNAL))
     with pytest.raises(eventbridge.EventBridgeError) as caught:
-        services.connection_refresh(request=created, actor=approver)
+        services.connection_refresh(connection=created.connection, actor=approver)
     describes = aws_proxy.targets("DescribeConnection")
     assert caught.value.code == "InternalException"
     assert describes == AWS_MAX_ATTEMPTS

@@ -538,7 +538,7 @@ def test_role_escalation_is_refused(own_request, requester, auditor, approver, c
         == 403
     )
     assert post(approver, reverse("request_new"), form("API_KEY", "by-approver"))[0] == 403
-    assert post(requester, reverse("connection_refresh", args=[pk]))[0] == 403
+    assert post(auditor, reverse("connection_refresh", args=[pk]))[0] == 403
     # The admin, and with it user and group management, stays closed to non-staff.
     client = Client()
     client.force_login(requester)

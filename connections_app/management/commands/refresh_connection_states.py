@@ -1,14 +1,13 @@
 from django.core.management.base import BaseCommand
 
-from connections_app import eventbridge, services
-from connections_app.models import ConnectionRequest
-
-# States AWS moves on from by itself (CREATING and AUTHORIZING can last many minutes).
-PASSING = ["CREATING", "UPDATING", "DELETING", "AUTHORIZING", "DEAUTHORIZING"]
+from connections_app import services
 
 
 class Command(BaseCommand):
-    help = "describe_connection for every connection created here; record state changes."
+    help = (
+        "describe_connection for every connection in a passing state (CREATING, UPDATING, "
+        "AUTHORIZING, DEAUTHORIZING, DELETING; --all: every live one); record state changes."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -16,12 +15,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, all: bool, **options):
-        created = ConnectionRequest.objects.filter(status=ConnectionRequest.CREATED)
-        if not all:
-            created = created.filter(connection_state__in=PASSING)
-        for request in created:
-            try:
-                request = services.connection_refresh(request=request)
-                self.stdout.write(f"{request.name}: {request.connection_state}")
-            except eventbridge.EventBridgeError as exc:
-                self.stderr.write(f"{request.name}: {exc.message}")
+        for connection, error in services.connections_refresh_passing(everything=all):
+            if error:
+                self.stderr.write(f"{connection.name}: {error}")
+            else:
+                self.stdout.write(f"{connection.name}: {connection.state}")

@@ -1,0 +1,59 @@
+"""The workflow: every change to a connection, and the audit event that records it, happens
+here. `policy` says what a user may do now; `filing` files and decides changes short of the AWS
+call; `submit` makes the one AWS call of an approved change; `state` follows AWS afterwards."""
+
+from .filing import (
+    MAX_TEXT,
+    DocumentInvalid,
+    change_file,
+    change_hash,
+    document_problems,
+    open_change,
+    reference_checks,
+    request_cancel,
+    request_create,
+    request_reject,
+    request_update,
+    requests_expire_due,
+    rotation_document,
+)
+from .policy import (
+    ACTIONS,
+    CHANGES,
+    CLOSABLE,
+    ActionRefused,
+    allowed_actions,
+    allowed_changes,
+    change_refusal,
+    refusal,
+)
+from .state import connection_refresh, connections_refresh_passing
+from .submit import request_approve, request_retry
+
+__all__ = [
+    "ACTIONS",
+    "CHANGES",
+    "CLOSABLE",
+    "MAX_TEXT",
+    "ActionRefused",
+    "DocumentInvalid",
+    "allowed_actions",
+    "allowed_changes",
+    "change_file",
+    "change_hash",
+    "change_refusal",
+    "connection_refresh",
+    "connections_refresh_passing",
+    "document_problems",
+    "open_change",
+    "reference_checks",
+    "refusal",
+    "request_approve",
+    "request_cancel",
+    "request_create",
+    "request_reject",
+    "request_retry",
+    "request_update",
+    "requests_expire_due",
+    "rotation_document",
+]

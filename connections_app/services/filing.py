@@ -1,0 +1,377 @@
+"""Filing and deciding changes short of the AWS call: file, edit, cancel, reject, expire."""
+
+from __future__ import annotations
+
+import hashlib
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from .. import audit, eventbridge, vault
+from .. import document as doc
+from ..models import Connection, ConnectionRequest, DocumentRevision
+from ..roles import CAN_REQUEST
+from .policy import ActionRefused, change_refusal, refusal
+
+R = ConnectionRequest
+MAX_TEXT = 2000  # characters of an approval comment, a rejection or a deauthorize reason
+
+
+class DocumentInvalid(Exception):
+    def __init__(self, issues: list[doc.Issue]):
+        super().__init__(f"{len(issues)} problem(s) in the request")
+        self.issues = issues
+
+
+def locked(request: ConnectionRequest, actor, action: str, apply=None) -> ConnectionRequest:
+    """One transaction: lock the row, record its expiry if due, then refuse or `apply(row)`.
+
+    A refusal is raised after the commit, so it never undoes the recorded expiry; `apply` runs
+    only when nothing was recorded yet, so whatever it raises rolls back only its own work."""
+    with transaction.atomic():
+        row = R.objects.select_for_update().get(pk=request.pk)
+        _expire_if_due(row)
+        refused = refusal(action, row, actor)
+        if refused is None and apply is not None:
+            apply(row)
+    if refused is not None:
+        raise refused
+    return row
+
+
+def _expire_if_due(request: ConnectionRequest) -> bool:
+    """Inside a transaction holding the row: a pending request past its time fails closed."""
+    if not request.overdue:
+        return False
+    request.status = R.EXPIRED
+    request.save(update_fields=["status", "updated_at"])
+    audit.record(
+        action="connection.request.expire",
+        request=request,
+        outcome="expired",
+        data={"expired_at": request.expires_at.isoformat()},
+    )
+    return True
+
+
+def requests_expire_due() -> int:
+    """Record the expiry of every pending request past its time; returns how many."""
+    count = 0
+    due = R.objects.filter(status=R.PENDING, expires_at__lte=timezone.now())
+    for pk in list(due.values_list("pk", flat=True)):
+        with transaction.atomic():
+            count += _expire_if_due(R.objects.select_for_update().get(pk=pk))
+    return count
+
+
+def clean_text(text: str, *, what: str) -> str:
+    text = (text or "").strip()
+    if len(text) > MAX_TEXT:
+        raise ActionRefused(
+            f"The {what} may be at most {MAX_TEXT:,} characters (it has {len(text):,}).",
+            code="too_long",
+        )
+    if "\x00" in text:
+        raise ActionRefused(f"The {what} may not contain NUL characters.", code="null_character")
+    return text
+
+
+def change_hash(kind: str, document: dict, reason: str = "") -> str:
+    """What an approval is bound to: the document (references included) and, for every kind
+    but create, the kind and the reason too."""
+    if kind == R.CREATE:
+        return doc.document_hash(document)
+    envelope = {"kind": kind, "document": document, "reason": reason}
+    return hashlib.sha256(doc.canonical_json(envelope).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------
+# Checks before a document is accepted
+
+
+def reference_checks(refs: list[vault.Reference], *, fingerprints: bool = False):
+    """Does each reference resolve with the app's token (the Check button, the approver's
+    page)? Never the value; with `fingerprints`, its keyed fingerprint."""
+    digest = doc.fingerprint if fingerprints else None
+    return vault.check_all(list(dict.fromkeys(refs)), digest=digest)
+
+
+def document_problems(
+    document: dict,
+    *,
+    exclude: ConnectionRequest | None = None,
+    connection: Connection | None = None,
+) -> list[doc.Issue]:
+    """Model validation first: only a document valid on its own costs AWS and Vault calls.
+    `connection`: the document is an update of it (its name is fixed)."""
+    issues = doc.validate(document)
+    if issues:  # hostile or broken input is refused without calling anyone
+        return issues
+    name = document["Name"]
+    if connection is not None:
+        if name != connection.name:
+            issues.append(doc.Issue("Name", "name_fixed", "A connection's name cannot change."))
+    else:
+        if (exclude is None or exclude.name != name) and _exists_in_aws(name):
+            issues.append(
+                doc.Issue(
+                    "Name", "name_exists_in_aws", "A connection with this name exists in AWS."
+                )
+            )
+        if _name_taken(name, exclude):
+            issues.append(NAME_TAKEN)
+    refs = doc.references(document)
+    checked = reference_checks([ref for _, ref in refs])  # one Vault read per secret version
+    for path, ref in refs:
+        if isinstance(checked[ref], vault.VaultError):
+            issues.append(doc.Issue(doc.path_text(path), checked[ref].code, checked[ref].message))
+    return issues
+
+
+NAME_TAKEN = doc.Issue("Name", "name_taken", "Another request or connection here uses this name.")
+
+
+def _name_taken(name: str, exclude: ConnectionRequest | None) -> bool:
+    taken = R.objects.filter(R.HOLDS_NAME, name=name)
+    if exclude is not None:
+        taken = taken.exclude(pk=exclude.pk)
+    return taken.exists() or Connection.objects.filter(name=name).exclude(state="DELETED").exists()
+
+
+def _exists_in_aws(name: str) -> bool:
+    try:
+        return eventbridge.describe_connection(name) is not None
+    except eventbridge.EventBridgeError:
+        return False  # AWS did not answer: the approval's create call is the final word
+
+
+# ---------------------------------------------------------------------------
+# Requester actions
+
+
+def _save(request: ConnectionRequest, *, author) -> None:
+    """Save the request and keep its document as a numbered revision."""
+    # The database enforces the unique and constraint checks: the live-name one and the one
+    # open change per connection are caught here.
+    request.full_clean(
+        exclude=["requester", "connection"], validate_unique=False, validate_constraints=False
+    )
+    try:
+        with transaction.atomic():
+            request.save()
+    except IntegrityError:  # another request took the name, or the connection, since the check
+        if request.connection_id is None:
+            raise DocumentInvalid([NAME_TAKEN]) from None
+        raise ActionRefused(
+            "Another change to this connection was filed meanwhile.", code="open_change"
+        ) from None
+    DocumentRevision.objects.create(
+        request=request,
+        number=request.revision,
+        document=request.document,
+        document_hash=request.document_hash,
+        author=author,
+    )
+
+
+def _filed(request: ConnectionRequest, requester) -> ConnectionRequest:
+    with transaction.atomic():
+        _save(request, author=requester)
+        data = {"kind": request.kind, "document_hash": request.document_hash}
+        if request.kind in R.DOCUMENT_KINDS:
+            data["document"] = doc.redact(request.document)
+        if request.reason:
+            data["reason"] = request.reason
+        audit.record(
+            action="connection.request.create", actor=requester, request=request, data=data
+        )
+    return request
+
+
+def request_create(*, requester, document: dict) -> ConnectionRequest:
+    """File a request for a new connection."""
+    if not requester.has_perm(CAN_REQUEST):
+        raise ActionRefused("You may not request connections.", code="not_requester")
+    issues = document_problems(document)
+    if issues:
+        raise DocumentInvalid(issues)
+    request = R(
+        kind=R.CREATE,
+        name=document["Name"],
+        authorization_type=document["AuthorizationType"],
+        requester=requester,
+        document=document,
+        document_hash=change_hash(R.CREATE, document),
+        expires_at=timezone.now() + settings.REQUEST_TTL,
+    )
+    return _filed(request, requester)
+
+
+def open_change(connection: Connection) -> ConnectionRequest | None:
+    found = connection.changes.filter(status__in=R.OPEN_STATUSES).order_by("-id").first()
+    return found if found is not None and not found.overdue else None
+
+
+def change_file(
+    *,
+    connection: Connection,
+    requester,
+    kind: str,
+    document: dict | None = None,
+    reason: str = "",
+) -> ConnectionRequest:
+    """File a change to a connection: update or rotate (a whole document), deauthorize (with a
+    reason) or delete. Re-authorize is filed as an update."""
+    refused = change_refusal(
+        "reauthorize" if kind == "reauthorize" else kind,
+        connection,
+        requester,
+        open_change=open_change(connection),
+    )
+    if refused is not None:
+        raise refused
+    kind = R.UPDATE if kind == "reauthorize" else kind
+    reason = clean_text(reason, what="reason")
+    if kind in (R.UPDATE, R.ROTATE):
+        issues = document_problems(document, connection=connection)
+        if issues:
+            raise DocumentInvalid(issues)
+    else:
+        if kind == R.DEAUTHORIZE and not reason:
+            raise ActionRefused(
+                "Say why the credentials are being removed.", code="reason_required"
+            )
+        if kind == R.DELETE:
+            refuse_if_in_use(connection)
+        document = {"Name": connection.name}
+    request = R(
+        kind=kind,
+        connection=connection,
+        name=connection.name,
+        authorization_type=document.get("AuthorizationType", connection.authorization_type),
+        requester=requester,
+        document=document,
+        document_hash=change_hash(kind, document, reason),
+        reason=reason,
+        expires_at=timezone.now() + settings.REQUEST_TTL,
+    )
+    return _filed(request, requester)
+
+
+def refuse_if_in_use(connection: Connection) -> None:
+    """AWS deletes a connection that API destinations still use; this product does not."""
+    using = eventbridge.api_destinations(connection.arn)
+    if using:
+        names = ", ".join(d["Name"] for d in using)
+        raise ActionRefused(
+            f"API destinations still use this connection: {names}. Point them at another "
+            "connection (or delete them) first. Step Functions tasks that use the connection "
+            "cannot be seen from here: check them yourself.",
+            code="in_use",
+        )
+
+
+def rotation_document(connection: Connection, versions: dict[str, int | None]) -> dict:
+    """The connection's pushed document with each secret at a chosen version (`versions` by
+    path; None or absent: the newest version Vault has now)."""
+    document = doc.unredacted(connection.document)
+    refs = doc.references(document)
+    newest = reference_checks([vault.Reference(r.path, r.key) for _, r in refs])
+    for path, ref in refs:
+        chosen = versions.get(doc.path_text(path))
+        if chosen is None:
+            latest = newest[vault.Reference(ref.path, ref.key)]
+            if isinstance(latest, vault.VaultError):
+                raise DocumentInvalid([doc.Issue(doc.path_text(path), latest.code, latest.message)])
+            chosen = latest.version
+        doc.replace(document, path, vault.Reference(ref.path, ref.key, chosen).leaf)
+    return document
+
+
+def request_update(*, request: ConnectionRequest, editor, document: dict) -> ConnectionRequest:
+    """Edit a pending create or update request's document."""
+    locked(request, editor, "edit")  # refused before any Vault or AWS call
+    issues = document_problems(document, exclude=request, connection=request.connection)
+    if issues:
+        raise DocumentInvalid(issues)
+    new_hash = change_hash(request.kind, document)
+
+    def apply(row: ConnectionRequest) -> None:
+        if new_hash == row.document_hash:
+            return
+        previous = row.document_hash
+        row.document = document
+        row.document_hash = new_hash
+        row.name = document["Name"]
+        row.authorization_type = document["AuthorizationType"]
+        row.revision += 1
+        row.approved_hash = ""  # any approval was bound to the old document
+        _save(row, author=editor)
+        audit.record(
+            action="connection.request.edit",
+            actor=editor,
+            request=row,
+            data={
+                "document": doc.redact(document),
+                "document_hash": new_hash,
+                "previous_hash": previous,
+                "revision": row.revision,
+            },
+        )
+
+    return locked(request, editor, "edit", apply)
+
+
+def request_cancel(*, request: ConnectionRequest, actor) -> ConnectionRequest:
+    refuse_if_made(locked(request, actor, "cancel"))
+
+    def apply(row: ConnectionRequest) -> None:
+        row.status = R.CANCELLED
+        row.save(update_fields=["status", "updated_at"])
+        audit.record(action="connection.request.cancel", actor=actor, request=row)
+
+    return locked(request, actor, "cancel", apply)
+
+
+def refuse_if_made(request: ConnectionRequest) -> None:
+    """A failed create may have made the connection after all (a timeout, a lost answer):
+    closing the request would leave it untracked. Retry adopts it instead."""
+    if request.status != R.FAILED or request.kind != R.CREATE:
+        return
+    try:
+        found = eventbridge.describe_connection(request.name)
+    except eventbridge.EventBridgeError as exc:
+        raise ActionRefused(
+            f"AWS could not be asked whether this request's connection exists ({exc.message}); "
+            "try again.",
+            code="aws_unknown",
+        ) from None
+    if found is not None and request.marker in (found.get("Description") or ""):
+        raise ActionRefused(
+            "This request's connection exists in AWS after all: Retry adopts it.",
+            code="connection_exists",
+        )
+
+
+def request_reject(*, request: ConnectionRequest, approver, reason: str) -> ConnectionRequest:
+    reason = clean_text(reason, what="reason")
+    if not reason:
+        raise ActionRefused("A rejection needs a reason.", code="reason_required")
+    refuse_if_made(locked(request, approver, "reject"))
+
+    def apply(row: ConnectionRequest) -> None:
+        row.status = R.REJECTED
+        row.decided_by = approver
+        row.decided_at = timezone.now()
+        row.decision_comment = reason
+        row.save()
+        audit.record(
+            action="connection.request.reject",
+            actor=approver,
+            request=row,
+            outcome="rejected",
+            data={"reason": reason, "document_hash": row.document_hash},
+        )
+
+    return locked(request, approver, "reject", apply)
