@@ -458,7 +458,7 @@ def connection_rotate(request, pk):
         messages.error(request, refused.message)
         return redirect("connection_detail", pk=pk)
     secrets = selectors.rotation_candidates(connection)
-    form = RotateForm(request.POST or None, secrets=secrets)
+    form = RotateForm(request.POST if request.method == "POST" else None, secrets=secrets)
     if request.method == "POST" and form.is_valid():
         try:
             document = services.rotation_document(connection, form.versions())
@@ -489,7 +489,8 @@ def connection_remove(request, pk, kind):
     if refused is not None:
         messages.error(request, refused.message)
         return redirect("connection_detail", pk=pk)
-    form = ReasonForm(request.POST or None, required=kind == R.DEAUTHORIZE)
+    data = request.POST if request.method == "POST" else None
+    form = ReasonForm(data, required=kind == R.DEAUTHORIZE)
     destinations, destinations_error = (
         selectors.api_destinations(connection) if kind == R.DELETE else ([], "")
     )

@@ -55,9 +55,12 @@ def test_request_approve_creates_connection_with_real_values(
     assert success.arn == made.arn
     assert success.connection_state == made.state
     # The connection holds the document it was pushed: references, versions, fingerprints.
-    assert made.document == audit.parsed(
-        AuditEvent.objects.get(request_id=done.pk, action="connection.vault.resolve")
-    )["document"]
+    assert (
+        made.document
+        == audit.parsed(
+            AuditEvent.objects.get(request_id=done.pk, action="connection.vault.resolve")
+        )["document"]
+    )
     resolved = audit.parsed(
         AuditEvent.objects.get(request_id=done.pk, action="connection.vault.resolve")
     )

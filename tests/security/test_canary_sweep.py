@@ -211,9 +211,7 @@ def test_sweep_every_authorization_type_to_a_connection(sweep):
         assert obj.revision == 2
         obj = sweep.approve(obj)
         assert obj.status == R.CREATED, obj.error_message
-        stored = boto3.client("secretsmanager").get_secret_value(
-            SecretId=obj.connection.secret_arn
-        )
+        stored = boto3.client("secretsmanager").get_secret_value(SecretId=obj.connection.secret_arn)
         leaves = set(_strings(json.loads(stored["SecretString"])))
         sent = sum(v in leaves for v in sweep.canaries.values())
         sweep.c["approver"].get(reverse("connection_list"))
