@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from connections_app import audit, eventbridge, roles, services, vault
 from connections_app import document as doc
-from connections_app.models import AuditEvent, ConnectionRequest
+from connections_app.models import AuditEvent, Connection, ConnectionRequest
 from tests.faults import FaultProxy, aws_target, path_rule
 from tests.security.canary import Capture, Corpus, make_canary, needles, search
 from tests.security.forms import MAIN_REF, form, refs_of
@@ -511,4 +511,82 @@ def test_sweep_pages_admin_audit_exports_and_commands(sweep):
     sweep.flow(
         "management commands: verify_audit_chain, refresh_connection_states, expire_requests"
     )
+    assert audit.verify_chain().ok
+
+
+def _connection_urls(connection) -> list[str]:
+    """Every page about a connection, by URL name: a URL of a shape this does not know fails
+    the sweep, so that it is added here."""
+    out = []
+    for pattern in get_resolver().url_patterns:
+        for p in getattr(pattern, "url_patterns", [pattern]):
+            if not isinstance(p, URLPattern) or not (p.name or "").startswith("connection_"):
+                continue
+            converters = list(p.pattern.converters)
+            if converters == ["pk"]:
+                out.append(reverse(p.name, kwargs={"pk": connection.pk}))
+            else:
+                assert not converters, f"the sweep does not know how to call {p.name}"
+                out.append(reverse(p.name))
+    return out
+
+
+def test_sweep_connection_lifecycle(sweep, bao_cli):
+    """Update, rotate (after a new Vault version), deauthorize, re-authorize and delete through
+    the pages, every connection page seen by every role on the way."""
+    key = seed(sweep, bao_cli, f"secret/sweep/life-{uuid.uuid4().hex[:8]}", "api_key")
+    made = sweep.approve(sweep.file("API_KEY", _name("life"), main_ref=key)).connection
+    requester, approver = sweep.c["requester"], sweep.c["approver"]
+    urls = _connection_urls(made)
+
+    def visit():
+        for role in ("requester", "approver", "auditor", "admin"):
+            for url in urls:
+                sweep.c[role].get(url)
+            sweep.c[role].get(reverse("connection_list"), {"state": "live"})
+
+    def decide(obj):
+        approver.get(reverse("request_detail", args=[obj.pk]))
+        done = sweep.approve(obj)
+        assert done.status == R.DONE, done.error_message
+        call_command("refresh_connection_states", stdout=io.StringIO())
+        visit()
+
+    visit()
+    update = form("API_KEY", made.name, main_ref=key, description="sweep, updated")
+    response = requester.post(reverse("connection_update", args=[made.pk]), update)
+    assert response.status_code == 302, response.content.decode()[:1000]
+    decide(R.objects.get(connection=made, kind=R.UPDATE))
+
+    value = make_canary("rot")
+    bao_cli("kv", "put", key.partition("#")[0], f"api_key={value}")
+    sweep.canaries["rotated api key"] = value
+    requester.get(reverse("connection_rotate", args=[made.pk]))
+    assert requester.post(reverse("connection_rotate", args=[made.pk]), {}).status_code == 302
+    decide(R.objects.get(connection=made, kind=R.ROTATE))
+    stored = boto3.client("secretsmanager").get_secret_value(
+        SecretId=Connection.objects.get(pk=made.pk).secret_arn
+    )
+    # The new value reached AWS, and only AWS.
+    assert value in set(_strings(json.loads(stored["SecretString"])))
+
+    reason = {"reason": "sweep: cut off"}
+    requester.post(reverse("connection_deauthorize", args=[made.pk]), reason)
+    decide(R.objects.get(connection=made, kind=R.DEAUTHORIZE))
+    again = form("API_KEY", made.name, main_ref=key)
+    assert (
+        requester.post(reverse("connection_reauthorize", args=[made.pk]), again).status_code == 302
+    )
+    decide(R.objects.filter(connection=made, kind=R.UPDATE).latest("id"))
+    requester.get(reverse("connection_delete", args=[made.pk]))
+    requester.post(reverse("connection_delete", args=[made.pk]), {"reason": ""})
+    decide(R.objects.get(connection=made, kind=R.DELETE))
+    made.refresh_from_db()
+    kinds = list(made.changes.order_by("id").values_list("kind", "status"))
+    sweep.flow(
+        f"connection pages ({len(urls)} URLs x 4 roles after each step); update, rotate "
+        f"(new Vault version reached AWS's secret), deauthorize, re-authorize, delete -> "
+        f"{made.state}; changes {kinds}"
+    )
+    assert made.state == "DELETED"
     assert audit.verify_chain().ok
