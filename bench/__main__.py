@@ -40,7 +40,7 @@ def main(argv: list[str]) -> None:
     database_url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB)
     ensure_database(database_url)
     bao = devstack.start_openbao()
-    moto = devstack.start_moto()
+    moto = devstack.start_moto(script=str(ROOT / "tests" / "moto_ext.py"))
     results: dict = {}
     try:
         os.environ.update(

@@ -3,9 +3,10 @@
 gunicorn runs config.settings (DEBUG off, PostgreSQL, whitenoise manifest) on a free loopback
 port behind a pretend TLS proxy (`X-Forwarded-Proto: https`). BENCH_LOAD_USERS users (default 50)
 sign in first; then each loops pausing 0.5-1.5 s between requests to the request form (GET and
-POST, following the redirect like a browser), the approval queue, request pages and the audit
-log. The window is bounded by BENCH_LOAD_SECONDS (default 60) after a BENCH_LOAD_WARMUP (default
-5 s, not measured) and by BENCH_LOAD_MAX_REQUESTS; latency is measured by the client. An error is
+POST, following the redirect like a browser), the approval queue, request pages, the connections
+list and connection pages (each asks AWS for the API destinations using it), and the audit log.
+The window is bounded by BENCH_LOAD_SECONDS (default 60) after a BENCH_LOAD_WARMUP (default 5 s,
+not measured) and by BENCH_LOAD_MAX_REQUESTS; latency is measured by the client. An error is
 a timeout, a failed connection, an unexpected status or a seeded secret value in a response.
 """
 
@@ -45,10 +46,11 @@ HOST = "127.0.0.1"
 SECRET_PATH = "secret/bench-load/partner"
 # What each role does, with weights; "post" is a form post followed by its redirect.
 ACTIONS = {
-    "requester": (("form", 4), ("post", 2), ("own", 4)),
-    "approver": (("queue", 5), ("pending", 4), ("audit", 1)),
-    "auditor": (("audit", 7), ("any", 3)),
+    "requester": (("form", 4), ("post", 2), ("own", 4), ("connections", 1), ("connection", 1)),
+    "approver": (("queue", 5), ("pending", 4), ("audit", 1), ("connection", 1)),
+    "auditor": (("audit", 7), ("any", 3), ("connections", 1)),
 }
+CONNECTIONS = 5  # made through an approval before the run, for the connection pages
 DETAIL = re.compile(r"^/requests/(\d+)/$")
 
 
@@ -170,7 +172,8 @@ def _form(kind: str) -> dict:
 class Load:
     """The shared clock, request ids and results of one run."""
 
-    def __init__(self, start: float, own: dict[str, list[int]], pending: list[int]):
+    def __init__(self, start: float, own: dict[str, list[int]], pending: list[int], made):
+        self.made = made  # ids of connections to visit
         self.measure_from = start + WARMUP
         self.stop_at = self.measure_from + SECONDS
         self.own = own  # username -> ids of that requester's requests
@@ -237,6 +240,11 @@ class Load:
                 self.timed(browser, "request", "GET", f"/requests/{rng.choice(self.pending)}/")
             elif action == "audit":
                 self.timed(browser, "audit", "GET", "/audit/")
+            elif action == "connections":
+                self.timed(browser, "conns", "GET", "/connections/")
+            elif action == "connection":
+                pk = rng.choice(self.made)
+                self.timed(browser, "conn", "GET", f"/connections/{pk}/")
 
 
 def _sign_in(browser: Browser, username: str, password: str) -> None:
@@ -276,6 +284,24 @@ def _seed(ctx, secret_values: dict[str, str], password: str):
     _cancel_pending(users)  # left over from an interrupted run
     _vacuum()
     own, pending = {}, []
+    approver = next(user for user, role in users if role == "approver")
+    made = []
+    for user, _ in users[-CONNECTIONS:]:
+        document = {
+            "Name": f"load-{uuid.uuid4().hex[:20]}",
+            "AuthorizationType": "API_KEY",
+            "AuthParameters": {
+                "ApiKeyAuthParameters": {
+                    "ApiKeyName": "x-api-key",
+                    "ApiKeyValue": {"vault": f"{SECRET_PATH}#api_key", "version": None},
+                }
+            },
+        }
+        request = services.request_create(requester=user, document=document)
+        request = services.request_approve(
+            request=request, approver=approver, seen_hash=request.document_hash
+        )
+        made.append(request.connection_id)
     for user, role in users:
         if role == "requester":
             document = {
@@ -291,7 +317,7 @@ def _seed(ctx, secret_values: dict[str, str], password: str):
             request = services.request_create(requester=user, document=document)
             own[user.username] = [request.pk]
             pending.append(request.pk)
-    return users, own, pending
+    return users, own, pending, made
 
 
 def _vacuum() -> None:
@@ -402,7 +428,7 @@ def run(ctx) -> dict:
     secret_values = {k: f"LOAD{secrets.token_hex(12)}" for k in
                      ("password", "client_secret", "api_key", "header_token")}  # fmt: skip
     password = secrets.token_urlsafe(16)
-    users, own, pending = _seed(ctx, secret_values, password)
+    users, own, pending, made = _seed(ctx, secret_values, password)
     port = devstack.free_port()
     log = tempfile.TemporaryFile()  # noqa: SIM115 - read back only when the run fails
     proc = _gunicorn(ctx, port, log)
@@ -413,7 +439,7 @@ def run(ctx) -> dict:
         browsers = [(Browser(port, markers), user.username, role) for user, role in users]
         with ThreadPoolExecutor(WORKERS) as pool:  # PBKDF2 is slow on purpose: not measured
             list(pool.map(lambda b: _sign_in(b[0], b[1], password), browsers))
-        load = Load(time.monotonic(), own, pending)
+        load = Load(time.monotonic(), own, pending, made)
         cpu = resource.getrusage(resource.RUSAGE_SELF)
         threads = [
             threading.Thread(target=load.user, args=(browser, username, role, i), daemon=True)
