@@ -287,37 +287,30 @@ def _seed(ctx, secret_values: dict[str, str], password: str):
     approver = next(user for user, role in users if role == "approver")
     made = []
     for user, _ in users[-CONNECTIONS:]:
-        document = {
-            "Name": f"load-{uuid.uuid4().hex[:20]}",
-            "AuthorizationType": "API_KEY",
-            "AuthParameters": {
-                "ApiKeyAuthParameters": {
-                    "ApiKeyName": "x-api-key",
-                    "ApiKeyValue": {"vault": f"{SECRET_PATH}#api_key", "version": None},
-                }
-            },
-        }
-        request = services.request_create(requester=user, document=document)
+        request = services.request_create(requester=user, document=_api_key_document())
         request = services.request_approve(
             request=request, approver=approver, seen_hash=request.document_hash
         )
         made.append(request.connection_id)
     for user, role in users:
         if role == "requester":
-            document = {
-                "Name": f"load-{uuid.uuid4().hex[:20]}",
-                "AuthorizationType": "API_KEY",
-                "AuthParameters": {
-                    "ApiKeyAuthParameters": {
-                        "ApiKeyName": "x-api-key",
-                        "ApiKeyValue": {"vault": f"{SECRET_PATH}#api_key", "version": None},
-                    }
-                },
-            }
-            request = services.request_create(requester=user, document=document)
+            request = services.request_create(requester=user, document=_api_key_document())
             own[user.username] = [request.pk]
             pending.append(request.pk)
     return users, own, pending, made
+
+
+def _api_key_document() -> dict:
+    return {
+        "Name": f"load-{uuid.uuid4().hex[:20]}",
+        "AuthorizationType": "API_KEY",
+        "AuthParameters": {
+            "ApiKeyAuthParameters": {
+                "ApiKeyName": "x-api-key",
+                "ApiKeyValue": {"vault": f"{SECRET_PATH}#api_key", "version": None},
+            }
+        },
+    }
 
 
 def _vacuum() -> None:

@@ -419,13 +419,18 @@ def connection_refresh(request, pk):
     return redirect("connection_detail", pk=pk)
 
 
-def _refuse_change(request, connection: Connection, kind: str):
+def _change_refused(request, connection: Connection, kind: str):
+    """Opening a change form the user may not file now: back to the connection, saying why
+    (None: they may). A POST goes on, so that what was typed comes back with the refusal."""
     refused = services.change_refusal(
         kind, connection, request.user, open_change=services.open_change(connection)
     )
     if refused is not None and refused.code == "not_requester":
         raise refused
-    return refused
+    if refused is None or request.method == "POST":
+        return None
+    messages.error(request, refused.message)
+    return redirect("connection_detail", pk=connection.pk)
 
 
 @sensitive_post_parameters()
@@ -433,10 +438,8 @@ def _refuse_change(request, connection: Connection, kind: str):
 def connection_update(request, pk, kind="update"):
     """Update (or re-authorize): the connection form, starting from what was last pushed."""
     connection = _connection(request, pk)
-    refused = _refuse_change(request, connection, kind)
-    if refused is not None and request.method != "POST":
-        messages.error(request, refused.message)
-        return redirect("connection_detail", pk=pk)
+    if refused := _change_refused(request, connection, kind):
+        return refused
 
     def save(document):
         obj = services.change_file(
@@ -449,30 +452,41 @@ def connection_update(request, pk, kind="update"):
     return _request_form(request, initial, save, connection=connection, fixed_name=connection.name)
 
 
+def _filed(request, form, file):
+    """Run `file()`, a service call filing a change: on success its page, else None with the
+    refusal on the form (beside the reason when it is about the reason)."""
+    try:
+        obj = file()
+    except services.DocumentInvalid as exc:
+        for issue in exc.issues:
+            form.add_error(None, f"{issue.path}: {issue.message}")
+    except services.ActionRefused as exc:
+        about_reason = exc.code in ("reason_required", "too_long", "null_character")
+        form.add_error("reason" if about_reason and "reason" in form.fields else None, exc.message)
+    else:
+        messages.success(request, f"Request to {obj.kind} “{obj.name}” saved; it awaits approval.")
+        return redirect("request_detail", pk=obj.pk)
+    return None
+
+
 @login_required
 def connection_rotate(request, pk):
     """Rotate: every secret re-read at the newest Vault version, or at one the requester picks."""
     connection = _connection(request, pk)
-    refused = _refuse_change(request, connection, R.ROTATE)
-    if refused is not None:
-        messages.error(request, refused.message)
-        return redirect("connection_detail", pk=pk)
+    if refused := _change_refused(request, connection, R.ROTATE):
+        return refused
     secrets = selectors.rotation_candidates(connection)
     form = RotateForm(request.POST if request.method == "POST" else None, secrets=secrets)
     if request.method == "POST" and form.is_valid():
-        try:
+
+        def file():
             document = services.rotation_document(connection, form.versions())
-            obj = services.change_file(
+            return services.change_file(
                 connection=connection, requester=request.user, kind=R.ROTATE, document=document
             )
-        except services.DocumentInvalid as exc:
-            for issue in exc.issues:
-                form.add_error(None, f"{issue.path}: {issue.message}")
-        except services.ActionRefused as exc:
-            form.add_error(None, exc.message)
-        else:
-            messages.success(request, f"Rotation of “{obj.name}” requested; it awaits approval.")
-            return redirect("request_detail", pk=obj.pk)
+
+        if filed := _filed(request, form, file):
+            return filed
     return render(
         request,
         "connections_app/connection_rotate.html",
@@ -485,29 +499,25 @@ def connection_rotate(request, pk):
 def connection_remove(request, pk, kind):
     """Deauthorize (a reason is required) or delete (refused while API destinations use it)."""
     connection = _connection(request, pk)
-    refused = _refuse_change(request, connection, kind)
-    if refused is not None:
-        messages.error(request, refused.message)
-        return redirect("connection_detail", pk=pk)
+    if refused := _change_refused(request, connection, kind):
+        return refused
     data = request.POST if request.method == "POST" else None
     form = ReasonForm(data, required=kind == R.DEAUTHORIZE)
     destinations, destinations_error = (
         selectors.api_destinations(connection) if kind == R.DELETE else ([], "")
     )
     if request.method == "POST" and form.is_valid():
-        try:
-            obj = services.change_file(
+
+        def file():
+            return services.change_file(
                 connection=connection,
                 requester=request.user,
                 kind=kind,
                 reason=form.cleaned_data["reason"],
             )
-        except services.ActionRefused as exc:
-            form.add_error("reason" if exc.code in ("reason_required", "too_long") else None,
-                           exc.message)  # fmt: skip
-        else:
-            messages.success(request, f"Request to {kind} “{obj.name}” saved; it awaits approval.")
-            return redirect("request_detail", pk=obj.pk)
+
+        if filed := _filed(request, form, file):
+            return filed
     return render(
         request,
         "connections_app/connection_remove.html",

@@ -55,17 +55,20 @@ def page(browser, live_server, transactional_db):
 @pytest.fixture
 def login(page):
     """Sign in through the real login page, as a person would."""
+
+    return lambda user: sign_in(page, user)
+
+
+def sign_in(page, user):
+    """Through the real login page, as a person would."""
     from playwright.sync_api import expect
 
-    def sign_in(user):
-        page.goto("/accounts/login/")
-        page.get_by_label("Username").fill(user.get_username())
-        page.get_by_label("Password").fill(PASSWORD)
-        page.get_by_role("button", name="Sign in").click()
-        expect(page.get_by_test_id("username")).to_have_text(user.get_username())
-        return page
-
-    return sign_in
+    page.goto("/accounts/login/")
+    page.get_by_label("Username").fill(user.get_username())
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_test_id("username")).to_have_text(user.get_username())
+    return page
 
 
 # Users: transactional_db first, so user_factory's `db` joins the live server's database mode.

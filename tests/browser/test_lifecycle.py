@@ -13,7 +13,7 @@ from playwright.sync_api import expect
 
 from connections_app import services
 from connections_app.models import Connection, ConnectionRequest
-from tests.browser.conftest import PASSWORD, TIMEOUT_MS
+from tests.browser.conftest import TIMEOUT_MS, sign_in
 
 pytestmark = [pytest.mark.usefixtures("servers"), pytest.mark.browser]
 R = ConnectionRequest
@@ -28,13 +28,7 @@ def signed_in(browser, live_server):
         context = browser.new_context(base_url=live_server.url)
         context.set_default_timeout(TIMEOUT_MS)
         contexts.append(context)
-        page = context.new_page()
-        page.goto("/accounts/login/")
-        page.get_by_label("Username").fill(user.get_username())
-        page.get_by_label("Password").fill(PASSWORD)
-        page.get_by_role("button", name="Sign in").click()
-        expect(page.get_by_test_id("username")).to_have_text(user.get_username())
-        return page
+        return sign_in(context.new_page(), user)
 
     yield open_for
     for context in contexts:
