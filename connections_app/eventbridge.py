@@ -1,7 +1,9 @@
-"""AWS EventBridge: the only module that imports boto3.
+"""AWS (EventBridge, and STS for targets' roles): the only module that imports boto3.
 
 boto3 finds credentials through its normal chain and the endpoint through AWS_ENDPOINT_URL
-(or AWS_ENDPOINT_URL_EVENTS), so the same code talks to AWS and to a local emulator.
+(or AWS_ENDPOINT_URL_EVENTS), so the same code talks to AWS and to a local emulator. A target
+with a role is reached with credentials from sts:AssumeRole (with its external ID), which
+botocore refreshes before they expire; one client per target and service, shared by threads.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import threading
 import time
 
 import boto3
+import botocore.credentials
 import botocore.exceptions
 import botocore.session
 from botocore.config import Config
@@ -58,7 +61,8 @@ _MESSAGES = {
 }
 
 _lock = threading.Lock()
-_session_clients: dict[str, object] = {}
+_clients: dict[tuple, object] = {}
+SESSION_NAME = "eventbridge-connections"
 
 
 class _WithholdBodies(logging.Filter):
@@ -89,37 +93,86 @@ for _name in ("botocore.endpoint", "botocore.parsers"):
     logging.getLogger(_name).addFilter(_WithholdBodies())
 
 
-def _client(service: str, *, retries: bool = True):
-    key = service if retries else f"{service}:once"
+def _config(region: str, *, retries: bool) -> Config:
+    return Config(
+        region_name=region,
+        connect_timeout=settings.AWS_CONNECT_TIMEOUT,
+        read_timeout=settings.AWS_READ_TIMEOUT,
+        retries={
+            "mode": "standard",
+            "total_max_attempts": settings.AWS_MAX_ATTEMPTS if retries else 1,
+        },
+    )
+
+
+class _AssumedRole(botocore.credentials.CredentialProvider):
+    """Credentials from sts:AssumeRole, fetched on first use and again before they expire."""
+
+    METHOD = "assume-role"
+
+    def __init__(self, sts, params: dict):
+        super().__init__()
+        self._refresh = botocore.credentials.create_assume_role_refresher(sts, params)
+
+    def load(self):
+        return botocore.credentials.DeferredRefreshableCredentials(
+            refresh_using=self._refresh, method=self.METHOD
+        )
+
+
+def _session(target) -> boto3.session.Session:
+    """The boto3 session for a target: the app's own credentials, or its assumed role."""
+    region = target.region if target is not None else settings.AWS_REGION
+    if target is None or not target.role_arn:
+        return boto3.session.Session(region_name=region)
+    sts = boto3.session.Session(region_name=region).client(
+        "sts", config=_config(region, retries=True)
+    )
+    params = {"RoleArn": target.role_arn, "RoleSessionName": SESSION_NAME}
+    if target.external_id:
+        params["ExternalId"] = target.external_id
+    core = botocore.session.Session()
+    core.register_component(
+        "credential_provider",
+        botocore.credentials.CredentialResolver(providers=[_AssumedRole(sts, params)]),
+    )
+    return boto3.session.Session(botocore_session=core, region_name=region)
+
+
+def _client(target, service: str, *, retries: bool = True):
+    """One client per target (as configured now), service and retry policy."""
+    who = (target.pk, target.role_arn, target.external_id, target.region) if target else None
+    key = (who, service, retries)
     with _lock:
-        if key not in _session_clients:
-            config = Config(
-                region_name=settings.AWS_REGION,
-                connect_timeout=settings.AWS_CONNECT_TIMEOUT,
-                read_timeout=settings.AWS_READ_TIMEOUT,
-                retries={
-                    "mode": "standard",
-                    "total_max_attempts": settings.AWS_MAX_ATTEMPTS if retries else 1,
-                },
+        if key not in _clients:
+            region = target.region if target is not None else settings.AWS_REGION
+            _clients[key] = _session(target).client(
+                service, config=_config(region, retries=retries)
             )
-            _session_clients[key] = boto3.session.Session().client(service, config=config)
-        return _session_clients[key]
+        return _clients[key]
 
 
-def events_client(*, retries: bool = True):
-    return _client("events", retries=retries)
+def events_client(target=None, *, retries: bool = True):
+    return _client(target, "events", retries=retries)
 
 
 def reset_clients() -> None:
     """Forget the process's clients (settings or endpoint changed, or tests)."""
     with _lock:
-        _session_clients.clear()
+        _clients.clear()
 
 
 def translate(exc: Exception) -> EventBridgeError:
     """Turn an SDK error into a message that names what happened, never what was sent."""
     if isinstance(exc, botocore.exceptions.ClientError):
         code = exc.response.get("Error", {}).get("Code", "Unknown")
+        if exc.operation_name == "AssumeRole":
+            return EventBridgeError(
+                f"The target's role could not be assumed ({code}): check the role ARN, its "
+                "trust policy (this app's principal, the external ID) and the app's "
+                "sts:AssumeRole permission.",
+                code="AssumeRoleFailed",
+            )
         message = _MESSAGES.get(code, f"AWS refused the request ({code}).")
         return EventBridgeError(message, code=code)
     if isinstance(exc, botocore.exceptions.ParamValidationError):
@@ -156,14 +209,14 @@ _SDK_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientErro
 
 # All locals, and so every botocore frame below (api_params, request_dict) in an error report.
 @sensitive_variables()
-def create_connection(payload: dict) -> dict:
+def create_connection(target, payload: dict) -> dict:
     """events.create_connection(**payload); the payload holds secret values: never log it.
 
     Not idempotent, so the SDK must not resend it after a timeout or a dropped connection (the
     first attempt may have worked). Only throttling, which AWS answers before doing anything,
     is retried here, with the standard mode's capped exponential backoff.
     """
-    client = _client("events", retries=False)
+    client = _client(target, "events", retries=False)
     for attempt in range(settings.AWS_MAX_ATTEMPTS):
         try:
             return client.create_connection(**payload)
@@ -181,30 +234,30 @@ _THROTTLED = {"ThrottlingException", "TooManyRequestsException", "RequestLimitEx
 
 
 @sensitive_variables()  # the payload holds secret values, as for create_connection
-def update_connection(payload: dict) -> dict:
+def update_connection(target, payload: dict) -> dict:
     """events.update_connection(**payload). Safe to repeat (it sets, it does not add), so the
     SDK's standard retries apply; a lost answer is still reconciled by describe_connection."""
     try:
-        return events_client().update_connection(**payload)
+        return events_client(target).update_connection(**payload)
     except _SDK_ERRORS as exc:
         raise translate(exc) from None
 
 
-def deauthorize_connection(name: str) -> dict:
+def deauthorize_connection(target, name: str) -> dict:
     try:
-        return events_client().deauthorize_connection(Name=name)
+        return events_client(target).deauthorize_connection(Name=name)
     except _SDK_ERRORS as exc:
         raise translate(exc) from None
 
 
-def delete_connection(name: str) -> dict:
+def delete_connection(target, name: str) -> dict:
     try:
-        return events_client().delete_connection(Name=name)
+        return events_client(target).delete_connection(Name=name)
     except _SDK_ERRORS as exc:
         raise translate(exc) from None
 
 
-def api_destinations(connection_arn: str) -> list[dict]:
+def api_destinations(target, connection_arn: str) -> list[dict]:
     """Every API destination using the connection, following NextToken (botocore has no
     paginator for ListApiDestinations)."""
     found, token = [], None
@@ -213,7 +266,7 @@ def api_destinations(connection_arn: str) -> list[dict]:
             kwargs = {"ConnectionArn": connection_arn, "Limit": 100}
             if token:
                 kwargs["NextToken"] = token
-            page = events_client().list_api_destinations(**kwargs)
+            page = events_client(target).list_api_destinations(**kwargs)
             found += page.get("ApiDestinations", [])
             token = page.get("NextToken")
             if not token:
@@ -222,15 +275,34 @@ def api_destinations(connection_arn: str) -> list[dict]:
         raise translate(exc) from None
 
 
-def describe_connection(name: str) -> dict | None:
+def describe_connection(target, name: str) -> dict | None:
     """The connection, or None when there is none with that name."""
     try:
-        return events_client().describe_connection(Name=name)
+        return events_client(target).describe_connection(Name=name)
     except botocore.exceptions.ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
             return None
         raise translate(exc) from None
     except botocore.exceptions.BotoCoreError as exc:
+        raise translate(exc) from None
+
+
+def list_connections(target, token: str | None = None) -> tuple[list[dict], str | None]:
+    """One page (100) of the target's connections, with what the list carries (state,
+    StateReason, times), and the token of the next page."""
+    kwargs = {"Limit": 100, **({"NextToken": token} if token else {})}
+    try:
+        page = events_client(target).list_connections(**kwargs)
+    except _SDK_ERRORS as exc:
+        raise translate(exc) from None
+    return page.get("Connections", []), page.get("NextToken")
+
+
+def caller_account(target) -> str:
+    """The account a target's credentials act in (sts:GetCallerIdentity)."""
+    try:
+        return _client(target, "sts").get_caller_identity()["Account"]
+    except _SDK_ERRORS as exc:
         raise translate(exc) from None
 
 
@@ -246,8 +318,8 @@ def health() -> dict:
 
 def account_id() -> str | None:
     try:
-        return _client("sts").get_caller_identity()["Account"]
-    except _SDK_ERRORS:
+        return caller_account(None)
+    except EventBridgeError:
         return None
 
 

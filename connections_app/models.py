@@ -7,18 +7,85 @@ from django.db import models
 from django.utils import timezone
 
 
+class Target(models.Model):
+    """An AWS account and Region whose connections this app sees: through its own credentials
+    (no role), or through a role it assumes with an external ID."""
+
+    name = models.CharField(max_length=64, unique=True)
+    account_id = models.CharField(
+        max_length=12, blank=True, help_text="Filled in by the first sweep when left empty."
+    )
+    region = models.CharField(max_length=32)
+    role_arn = models.CharField(
+        max_length=2048, blank=True, help_text="Empty: this app's own credentials."
+    )
+    external_id = models.CharField(max_length=1224, blank=True)
+    # Only members of these groups (holding the approve permission) may approve its changes;
+    # none: every approver may.
+    approver_groups = models.ManyToManyField("auth.Group", blank=True, related_name="+")
+    is_default = models.BooleanField(default=False)
+    # The sweep's lease: several worker clusters never sweep one target at once.
+    sweep_owner = models.CharField(max_length=64, blank=True)
+    sweep_lease_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_default"], condition=models.Q(is_default=True), name="one_default"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @classmethod
+    def default(cls) -> Target:
+        """The app's own credentials, account and Region (made by migration 0012, or here
+        on first use of an emptied database)."""
+        target, _ = cls.objects.get_or_create(
+            is_default=True, defaults={"name": "default", "region": settings.AWS_REGION}
+        )
+        return target
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.account_id or 'own account'}, {self.region})"
+
+
+class Sweep(models.Model):
+    """One inventory sweep of one target, recorded whole when it ends (never half)."""
+
+    target = models.ForeignKey(Target, on_delete=models.CASCADE, related_name="sweeps")
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField()
+    ok = models.BooleanField()
+    error = models.TextField(blank=True)
+    figures = models.JSONField(default=dict)  # counts, AWS calls, Vault reads, flags raised
+
+    class Meta:
+        ordering = ["-finished_at"]
+        indexes = [models.Index(fields=["target", "-finished_at"])]
+
+    def __str__(self) -> str:
+        return f"sweep of {self.target} at {self.finished_at:%Y-%m-%d %H:%M:%S}"
+
+
 class Connection(models.Model):
-    """One EventBridge connection made or managed here: what AWS last said of it, and the
-    document last pushed to it (each secret as reference, the version pushed and its keyed
-    fingerprint; never a value)."""
+    """One EventBridge connection made or managed here (or found by a sweep, unmanaged): what
+    AWS last said of it, and the document last pushed to it (each secret as reference, the
+    version pushed and its keyed fingerprint; never a value)."""
 
     # Where AWS moves a connection by itself after a change (private endpoints: many minutes).
     PASSING = ("CREATING", "UPDATING", "DELETING", "AUTHORIZING", "DEAUTHORIZING")
     DELETED = "DELETED"  # gone from AWS: the name is free again
 
+    target = models.ForeignKey(Target, on_delete=models.PROTECT, related_name="connections")
     name = models.CharField(max_length=64)
     arn = models.CharField(max_length=1600, unique=True)
     authorization_type = models.CharField(max_length=32)
+    # Made or adopted here (its document is known); False: found by a sweep, nobody's yet.
+    managed = models.BooleanField(default=True)
     state = models.CharField(max_length=32)
     state_reason = models.CharField(max_length=512, blank=True)
     secret_arn = models.CharField(max_length=1600, blank=True)
@@ -30,15 +97,26 @@ class Connection(models.Model):
     pushed_at = models.DateTimeField(null=True, blank=True)
     # DEAUTHORIZED by AWS itself (a 401/407 from the partner, a failed OAuth refresh, KMS).
     deauthorized_by_aws = models.BooleanField(default=False)
+    # Flags raised by sweeps, lowered by the next change made here.
+    changed_outside = models.BooleanField(default=False)  # modified in AWS after our push
+    deleted_outside = models.BooleanField(default=False)  # gone from AWS, not by a change here
+    # Secrets whose Vault holds a newer version than the one pushed, or whose pushed version
+    # was deleted or destroyed: [{"path", "vault", "pushed", "current", "why"}].
+    drift = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["name", "id"]
         constraints = [
             models.UniqueConstraint(
-                fields=["name"], condition=~models.Q(state="DELETED"), name="one_live_connection"
+                fields=["target", "name"],
+                condition=~models.Q(state="DELETED"),
+                name="one_live_connection",
             )
         ]
-        indexes = [models.Index(fields=["state", "name", "id"])]
+        indexes = [
+            models.Index(fields=["state", "name", "id"]),
+            models.Index(fields=["target", "name", "id"]),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.state})"
@@ -103,6 +181,7 @@ class ConnectionRequest(models.Model):
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     kind = models.CharField(max_length=16, choices=KIND_CHOICES, default=CREATE)
+    target = models.ForeignKey(Target, on_delete=models.PROTECT, related_name="changes")
     connection = models.ForeignKey(
         Connection, on_delete=models.PROTECT, null=True, blank=True, related_name="changes"
     )
@@ -157,7 +236,7 @@ class ConnectionRequest(models.Model):
         ]
         constraints = [
             models.UniqueConstraint(
-                fields=["name"], condition=HOLDS_NAME, name="one_live_request_per_name"
+                fields=["target", "name"], condition=HOLDS_NAME, name="one_live_request_per_name"
             ),
             models.UniqueConstraint(
                 fields=["connection"],

@@ -29,6 +29,25 @@ def ensure_groups(**kwargs) -> None:
         group.permissions.add(*perms)
 
 
+def group_ids(user) -> set[int]:
+    """The user's groups, read once per request (cached on the user object)."""
+    if not hasattr(user, "_group_ids"):
+        user._group_ids = set(user.groups.values_list("pk", flat=True))
+    return user._group_ids
+
+
+def may_approve(user, target) -> bool:
+    """Holds the approve permission and, when the target limits its approvers to some groups,
+    is in one of them (superusers always are)."""
+    if not user.has_perm(CAN_APPROVE):
+        return False
+    if user.is_superuser:
+        return True
+    if not hasattr(target, "_approver_group_ids"):
+        target._approver_group_ids = set(target.approver_groups.values_list("pk", flat=True))
+    return not target._approver_group_ids or bool(target._approver_group_ids & group_ids(user))
+
+
 def navigation(request) -> dict:
     """Menu entries (address, label) for what the signed-in user may do; none for visitors."""
     user = getattr(request, "user", None)

@@ -138,7 +138,7 @@ def api_destinations(connection: Connection) -> tuple[list[dict], str]:
     if connection.gone:
         return [], ""
     try:
-        return eventbridge.api_destinations(connection.arn), ""
+        return eventbridge.api_destinations(connection.target, connection.arn), ""
     except eventbridge.EventBridgeError as exc:
         return [], exc.message
 
@@ -207,7 +207,7 @@ def change_review(request: ConnectionRequest) -> dict:
     ]
     if request.kind in (R.UPDATE, R.ROTATE):
         try:
-            found = eventbridge.describe_connection(request.name)
+            found = eventbridge.describe_connection(request.target, request.name)
         except eventbridge.EventBridgeError as exc:
             review["aws_error"] = exc.message
         else:

@@ -106,6 +106,11 @@ HTTP 400, or 404 for an unknown connection or path.
          {"count": 3000, "prefix": "fleet-", "authorization_type": "API_KEY",
           "states": ["AUTHORIZED", "DEAUTHORIZED"] (cycled; default ["AUTHORIZED"])}
          -> {"created": n, "first": name, "last": name}; names are prefix + 5-digit index.
+    POST /moto-ext/sts/role            a role's trust policy, as far as AssumeRole needs it
+                                       (moto lets anyone assume any role; AWS refuses with
+                                       AccessDenied): {"role_arn": ..., "external_id": "x"}
+                                       (AssumeRole must carry that ExternalId) or
+                                       {"role_arn": ..., "deny": true} (trusts nobody).
     POST /moto-ext/reset               {} or {"account_id": ..., "region": ...}: removes the
                                        connections (with their secrets) and API destinations of
                                        that account/Region, or of all, and restores the startup
@@ -139,6 +144,8 @@ from moto.events.exceptions import (
 )
 from moto.moto_api._internal import mock_random
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+from moto.sts import exceptions as sts_exceptions
+from moto.sts import models as sts_models
 from moto.utilities.utils import CamelToUnderscoresWalker, get_partition
 from werkzeug.wrappers import Request, Response
 
@@ -897,6 +904,7 @@ def install(settle_seconds: float = 0.0) -> None:
     if _installed:
         return
     _installed = True
+    sts_models.STSBackend.assume_role = _assume_role_checked
     for attr, value in {
         "__init__": _connection_init,
         "_begin": _connection_begin,
@@ -1088,6 +1096,8 @@ def control_reset(body: dict, method: str) -> dict:
             destinations += len(backend.destinations)
             backend.destinations.clear()
         _config["settle_seconds"] = _config["startup_settle_seconds"]
+        if not (body.get("account_id") or body.get("region")):
+            _trust.clear()
     return {
         "connections_removed": removed,
         "api_destinations_removed": destinations,
@@ -1095,7 +1105,40 @@ def control_reset(body: dict, method: str) -> dict:
     }
 
 
+# Roles' trust policies, as far as AssumeRole needs them: moto lets anyone assume any role.
+# AWS refuses AssumeRole (AccessDenied) when the role's trust policy requires an ExternalId
+# (sts:ExternalId condition) that the call does not carry, or does not trust the caller at all.
+_trust: dict[str, dict] = {}
+_moto_assume_role = sts_models.STSBackend.assume_role
+
+
+def _assume_role_checked(self, **kwargs):
+    rule = _trust.get(kwargs.get("role_arn", ""))
+    if rule is not None:
+        denied = rule.get("deny") or (
+            rule.get("external_id") and kwargs.get("external_id") != rule["external_id"]
+        )
+        if denied:
+            raise sts_exceptions.STSClientError(
+                "AccessDenied",
+                f"User is not authorized to perform: sts:AssumeRole on resource: "
+                f"{kwargs['role_arn']}",
+            )
+    return _moto_assume_role(self, **kwargs)
+
+
+def control_role(body: dict, method: str) -> dict:
+    """{"role_arn": ..., "external_id": "..."} (AssumeRole must carry it) or {"deny": true}."""
+    role_arn = body.get("role_arn")
+    if not isinstance(role_arn, str) or not role_arn.startswith("arn:"):
+        raise ControlError(400, "ValidationException", "role_arn")
+    with _lock:
+        _trust[role_arn] = {"external_id": body.get("external_id"), "deny": bool(body.get("deny"))}
+    return {"role_arn": role_arn, **_trust[role_arn]}
+
+
 ROUTES = {
+    ("POST", "/moto-ext/sts/role"): control_role,
     ("GET", "/moto-ext/config"): control_config,
     ("POST", "/moto-ext/config"): control_config,
     ("POST", "/moto-ext/connection/state"): control_state,

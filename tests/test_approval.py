@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from connections_app import eventbridge, services
-from connections_app.models import AuditEvent, ConnectionRequest
+from connections_app.models import AuditEvent, ConnectionRequest, Target
 from tests.faults import FaultProxy, aws_target, closed_port
 
 R = ConnectionRequest
@@ -159,8 +159,8 @@ STUBBED = [
 @pytest.mark.parametrize(("code", "words"), STUBBED)
 def test_aws_errors_fail_clearly_and_can_be_retried(code, words, pending, approver, canaries):
     """Errors moto cannot produce, through botocore's Stubber on the app's own client."""
-    client = eventbridge.events_client(retries=False)
-    describe = eventbridge.events_client()
+    client = eventbridge.events_client(Target.default(), retries=False)
+    describe = eventbridge.events_client(Target.default())
     with Stubber(client) as stub, Stubber(describe) as dstub:
         attempts = 2 if code == "ThrottlingException" else 1  # AWS_MAX_ATTEMPTS=2 in tests
         for _ in range(attempts):

@@ -10,7 +10,7 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from connections_app import audit, roles, services
-from connections_app.models import AuditEvent, Connection, ConnectionRequest
+from connections_app.models import AuditEvent, Connection, ConnectionRequest, Target
 
 R = ConnectionRequest
 pytestmark = [pytest.mark.usefixtures("servers"), pytest.mark.django_db]
@@ -167,6 +167,7 @@ def test_queue_pages_oldest_first(requester, approver_client, make_document):
     document = make_document()
     R.objects.bulk_create(
         R(name=f"queued-{i:03d}", authorization_type="API_KEY", requester=requester,
+          target=Target.default(),
           document=document, document_hash=f"{i:064x}",
           expires_at=timezone.now() + timedelta(days=1))
         for i in range(size + 1)

@@ -25,6 +25,7 @@ from django.views.debug import ExceptionReporter
 
 from connections_app import document as doc
 from connections_app import eventbridge, services, signin, vault
+from connections_app.models import Target
 
 pytestmark = pytest.mark.django_db
 
@@ -85,7 +86,7 @@ def sdk_fault():
     def boom(**kwargs):
         raise RuntimeError("fault injected below create_connection")
 
-    client = eventbridge._client("events", retries=False)
+    client = eventbridge.events_client(Target.default(), retries=False)
     client.meta.events.register("before-send.events.CreateConnection", boom)
     yield
     client.meta.events.unregister("before-send.events.CreateConnection", boom)

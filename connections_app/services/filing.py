@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from .. import audit, eventbridge, vault
 from .. import document as doc
-from ..models import Connection, ConnectionRequest, DocumentRevision
+from ..models import Connection, ConnectionRequest, DocumentRevision, Target
 from ..roles import CAN_REQUEST
 from .policy import ActionRefused, change_refusal, refusal
 
@@ -100,11 +100,13 @@ def reference_checks(refs: list[vault.Reference], *, fingerprints: bool = False)
 def document_problems(
     document: dict,
     *,
+    target: Target,
     exclude: ConnectionRequest | None = None,
     connection: Connection | None = None,
 ) -> list[doc.Issue]:
     """Model validation first: only a document valid on its own costs AWS and Vault calls.
-    `connection`: the document is an update of it (its name is fixed)."""
+    `connection`: the document is an update of it (its name is fixed). Names are unique per
+    target."""
     issues = doc.validate(document)
     if issues:  # hostile or broken input is refused without calling anyone
         return issues
@@ -113,13 +115,13 @@ def document_problems(
         if name != connection.name:
             issues.append(doc.Issue("Name", "name_fixed", "A connection's name cannot change."))
     else:
-        if (exclude is None or exclude.name != name) and _exists_in_aws(name):
+        if (exclude is None or exclude.name != name) and _exists_in_aws(target, name):
             issues.append(
                 doc.Issue(
                     "Name", "name_exists_in_aws", "A connection with this name exists in AWS."
                 )
             )
-        if _name_taken(name, exclude):
+        if _name_taken(target, name, exclude):
             issues.append(NAME_TAKEN)
     refs = doc.references(document)
     checked = reference_checks([ref for _, ref in refs])  # one Vault read per secret version
@@ -132,16 +134,17 @@ def document_problems(
 NAME_TAKEN = doc.Issue("Name", "name_taken", "Another request or connection here uses this name.")
 
 
-def _name_taken(name: str, exclude: ConnectionRequest | None) -> bool:
-    taken = R.objects.filter(R.HOLDS_NAME, name=name)
+def _name_taken(target: Target, name: str, exclude: ConnectionRequest | None) -> bool:
+    taken = R.objects.filter(R.HOLDS_NAME, target=target, name=name)
     if exclude is not None:
         taken = taken.exclude(pk=exclude.pk)
-    return taken.exists() or Connection.objects.filter(name=name).exclude(state="DELETED").exists()
+    live = Connection.objects.filter(target=target, name=name).exclude(state="DELETED")
+    return taken.exists() or live.exists()
 
 
-def _exists_in_aws(name: str) -> bool:
+def _exists_in_aws(target: Target, name: str) -> bool:
     try:
-        return eventbridge.describe_connection(name) is not None
+        return eventbridge.describe_connection(target, name) is not None
     except eventbridge.EventBridgeError:
         return False  # AWS did not answer: the approval's create call is the final word
 
@@ -189,15 +192,17 @@ def _filed(request: ConnectionRequest, requester) -> ConnectionRequest:
     return request
 
 
-def request_create(*, requester, document: dict) -> ConnectionRequest:
-    """File a request for a new connection."""
+def request_create(*, requester, document: dict, target: Target | None = None) -> ConnectionRequest:
+    """File a request for a new connection in a target (default: the app's own)."""
     if not requester.has_perm(CAN_REQUEST):
         raise ActionRefused("You may not request connections.", code="not_requester")
-    issues = document_problems(document)
+    target = target or Target.default()
+    issues = document_problems(document, target=target)
     if issues:
         raise DocumentInvalid(issues)
     request = R(
         kind=R.CREATE,
+        target=target,
         name=document["Name"],
         authorization_type=document["AuthorizationType"],
         requester=requester,
@@ -234,7 +239,7 @@ def change_file(
     kind = R.UPDATE if kind == "reauthorize" else kind
     reason = clean_text(reason, what="reason")
     if kind in (R.UPDATE, R.ROTATE):
-        issues = document_problems(document, connection=connection)
+        issues = document_problems(document, target=connection.target, connection=connection)
         if issues:
             raise DocumentInvalid(issues)
     else:
@@ -247,6 +252,7 @@ def change_file(
         document = {"Name": connection.name}
     request = R(
         kind=kind,
+        target=connection.target,
         connection=connection,
         name=connection.name,
         authorization_type=document.get("AuthorizationType", connection.authorization_type),
@@ -261,7 +267,7 @@ def change_file(
 
 def refuse_if_in_use(connection: Connection) -> None:
     """AWS deletes a connection that API destinations still use; this product does not."""
-    using = eventbridge.api_destinations(connection.arn)
+    using = eventbridge.api_destinations(connection.target, connection.arn)
     if using:
         names = ", ".join(d["Name"] for d in using)
         raise ActionRefused(
@@ -292,7 +298,9 @@ def rotation_document(connection: Connection, versions: dict[str, int | None]) -
 def request_update(*, request: ConnectionRequest, editor, document: dict) -> ConnectionRequest:
     """Edit a pending create or update request's document."""
     locked(request, editor, "edit")  # refused before any Vault or AWS call
-    issues = document_problems(document, exclude=request, connection=request.connection)
+    issues = document_problems(
+        document, target=request.target, exclude=request, connection=request.connection
+    )
     if issues:
         raise DocumentInvalid(issues)
     new_hash = change_hash(request.kind, document)
@@ -340,7 +348,7 @@ def refuse_if_made(request: ConnectionRequest) -> None:
     if request.status != R.FAILED or request.kind != R.CREATE:
         return
     try:
-        found = eventbridge.describe_connection(request.name)
+        found = eventbridge.describe_connection(request.target, request.name)
     except eventbridge.EventBridgeError as exc:
         raise ActionRefused(
             f"AWS could not be asked whether this request's connection exists ({exc.message}); "

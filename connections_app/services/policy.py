@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.exceptions import PermissionDenied
 
 from ..models import Connection, ConnectionRequest
-from ..roles import CAN_APPROVE, CAN_REQUEST
+from ..roles import CAN_APPROVE, CAN_REQUEST, may_approve
 
 R = ConnectionRequest
 
@@ -35,6 +35,12 @@ def refusal(action: str, request: ConnectionRequest, user) -> ActionRefused | No
             return ActionRefused(f"Only the requester may {action} a request.", code="not_owner")
     elif not user.has_perm(CAN_APPROVE):
         return ActionRefused("You may not approve or reject requests.", code="not_approver")
+    elif not may_approve(user, request.target):
+        return ActionRefused(
+            f"Approvers of target {request.target.name} are limited to some groups, and you "
+            "are in none of them.",
+            code="not_target_approver",
+        )
     elif owner:
         return ActionRefused(
             "You filed this request: another approver must decide it.", code="own_request"

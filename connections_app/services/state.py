@@ -26,7 +26,7 @@ def connection_refresh(*, connection: Connection, actor=None) -> Connection:
     """describe_connection, and an audit event when anything changed."""
     if connection.state == Connection.DELETED:
         return connection
-    found = eventbridge.describe_connection(connection.name)
+    found = eventbridge.describe_connection(connection.target, connection.name)
     with transaction.atomic():
         connection = Connection.objects.select_for_update().get(pk=connection.pk)
         before = [getattr(connection, name) for name in _WATCHED]

@@ -102,7 +102,7 @@ def _submit(request: ConnectionRequest, actor) -> ConnectionRequest:
     try:
         if request.submit_attempts > 1:
             # A lost answer or a crash before: the call may have worked. Look first.
-            found = eventbridge.describe_connection(request.name)
+            found = eventbridge.describe_connection(request.target, request.name)
             if _took_effect(request, found):
                 outcome.status, outcome.described, outcome.adopted = (
                     _done(request),
@@ -147,15 +147,15 @@ def _push_document(request: ConnectionRequest, outcome: _Outcome) -> None:
         return
     try:
         if request.kind == R.CREATE:
-            answer = eventbridge.create_connection(payload)
+            answer = eventbridge.create_connection(request.target, payload)
         else:
             answer = eventbridge.update_connection(
-                doc.for_update(payload, request.connection.document)
+                request.target, doc.for_update(payload, request.connection.document)
             )
     except eventbridge.EventBridgeError as exc:
         if exc.code != "ResourceAlreadyExistsException":
             raise
-        found = eventbridge.describe_connection(request.name)
+        found = eventbridge.describe_connection(request.target, request.name)
         if not _took_effect(request, found):
             outcome.fail(
                 exc.code,
@@ -174,18 +174,20 @@ def _answered(request: ConnectionRequest, outcome: _Outcome, answer: dict) -> No
     SecretArn and StateReason, which a later refresh can still fetch."""
     outcome.status, outcome.described = _done(request), dict(answer)
     try:
-        outcome.described.update(eventbridge.describe_connection(request.name) or {})
+        outcome.described.update(
+            eventbridge.describe_connection(request.target, request.name) or {}
+        )
     except eventbridge.EventBridgeError as exc:
         outcome.describe_error = exc.code
 
 
 def _deauthorize(request: ConnectionRequest, outcome: _Outcome) -> None:
-    _answered(request, outcome, eventbridge.deauthorize_connection(request.name))
+    _answered(request, outcome, eventbridge.deauthorize_connection(request.target, request.name))
 
 
 def _delete(request: ConnectionRequest, outcome: _Outcome) -> None:
     refuse_if_in_use(request.connection)  # a destination may have appeared since filing
-    _answered(request, outcome, eventbridge.delete_connection(request.name))
+    _answered(request, outcome, eventbridge.delete_connection(request.target, request.name))
 
 
 _CALLS = {
@@ -227,7 +229,11 @@ def _record_connection(request: ConnectionRequest, outcome: _Outcome) -> None:
     if connection is None:  # created (or adopted): the connection is managed from now on
         connection, _ = Connection.objects.get_or_create(
             arn=found["ConnectionArn"],
-            defaults={"name": request.name, "authorization_type": request.authorization_type},
+            defaults={
+                "target": request.target,
+                "name": request.name,
+                "authorization_type": request.authorization_type,
+            },
         )
         request.connection = connection
         R.objects.filter(pk=request.pk).update(connection=connection)
@@ -238,6 +244,9 @@ def _record_connection(request: ConnectionRequest, outcome: _Outcome) -> None:
         connection.document = doc.redact(request.document, outcome.resolutions)
         connection.authorization_type = request.authorization_type
         connection.pushed_at = timezone.now()
+        connection.managed = True  # adopted, if a sweep had found it
+        connection.drift = []  # what was pushed is what Vault holds now, or what was chosen
+    connection.changed_outside = connection.deleted_outside = False  # our change, not theirs
     connection.save()
 
 

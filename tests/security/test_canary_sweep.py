@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from connections_app import audit, eventbridge, roles, services, vault
 from connections_app import document as doc
-from connections_app.models import AuditEvent, Connection, ConnectionRequest
+from connections_app.models import AuditEvent, Connection, ConnectionRequest, Target
 from tests.faults import FaultProxy, aws_target, path_rule
 from tests.security.canary import Capture, Corpus, make_canary, needles, search
 from tests.security.forms import MAIN_REF, form, refs_of
@@ -298,7 +298,7 @@ def test_sweep_failure_paths(sweep, bao_cli, settings, moto, monkeypatch):
 
     # AWS errors moto cannot produce, through Stubber on the app's own client.
     obj = sweep.file("API_KEY", _name("denied-aws"))
-    with Stubber(eventbridge.events_client(retries=False)) as stub:
+    with Stubber(eventbridge.events_client(Target.default(), retries=False)) as stub:
         stub.add_client_error("create_connection", "AccessDeniedException", http_status_code=400)
         failed = sweep.approve(obj)
     done = sweep.retry(obj)
@@ -366,7 +366,7 @@ def test_sweep_server_error_and_error_pages(sweep, settings):
     def boom(**kwargs):
         raise RuntimeError("injected fault: the SDK failed while sending CreateConnection")
 
-    events = eventbridge.events_client(retries=False).meta.events
+    events = eventbridge.events_client(Target.default(), retries=False).meta.events
     events.register("before-send.eventbridge.CreateConnection", boom)
     try:
         response = approver.post(

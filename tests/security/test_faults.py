@@ -22,7 +22,7 @@ from django.test import Client
 from django.urls import reverse
 
 from connections_app import audit, devstack, eventbridge, services, vault
-from connections_app.models import AuditEvent, ConnectionRequest, DocumentRevision
+from connections_app.models import AuditEvent, ConnectionRequest, DocumentRevision, Target
 from tests.faults import FaultProxy, aws_target, path_rule
 
 R = ConnectionRequest
@@ -547,7 +547,7 @@ def test_only_idempotent_calls_are_resent(pending, approver, aws_proxy, security
     describes = aws_proxy.targets("DescribeConnection")
     assert caught.value.code == "InternalException"
     assert describes == AWS_MAX_ATTEMPTS
-    client = eventbridge.events_client(retries=False)
+    client = eventbridge.events_client(Target.default(), retries=False)
     assert client.meta.config.retries["total_max_attempts"] == 1
     assert client.meta.config.read_timeout == AWS_READ_TIMEOUT
     assert client.meta.config.connect_timeout == AWS_CONNECT_TIMEOUT
