@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "csp",
     "axes",
+    "django_q",
     "connections_app",
 ]
 
@@ -217,6 +218,25 @@ AWS_READ_TIMEOUT = env.float("AWS_READ_TIMEOUT", default=10.0)
 AWS_MAX_ATTEMPTS = env.int("AWS_MAX_ATTEMPTS", default=3)
 
 REQUEST_TTL = timedelta(seconds=env.int("REQUEST_TTL_SECONDS", default=7 * 24 * 3600))
+# Sweeps of a target: how long one may hold its lease before another worker may take over.
+SWEEP_LEASE = timedelta(seconds=env.int("SWEEP_LEASE_SECONDS", default=15 * 60))
+SWEEP_MINUTES = env.int("SWEEP_MINUTES", default=15)  # how often every target is swept
+
+# The task worker: django-q2 clusters (`manage.py qcluster`) on the ORM broker, so that every
+# cluster on every machine shares the work through the one database.
+Q_CLUSTER = {
+    "name": "connections",
+    "orm": "default",
+    "workers": env.int("Q_WORKERS", default=2),
+    "timeout": env.int("Q_TIMEOUT_SECONDS", default=900),  # a task running longer is stopped
+    "retry": env.int("Q_RETRY_SECONDS", default=1200),  # a task not acknowledged is run again
+    "max_attempts": 3,
+    "catch_up": False,  # a stopped cluster does not replay every missed schedule
+    "poll": 1,
+    "save_limit": 500,
+    "ack_failures": True,
+}
+
 # A request left in "submitting" longer than this is assumed to have lost its response.
 SUBMIT_STALE_AFTER = timedelta(seconds=env.int("SUBMIT_STALE_AFTER_SECONDS", default=120))
 

@@ -7,6 +7,8 @@ from .models import (
     Connection,
     ConnectionRequest,
     DocumentRevision,
+    Sweep,
+    Target,
 )
 
 
@@ -72,11 +74,26 @@ class ConnectionRequestAdmin(ReadOnlyAdmin):
 class ConnectionAdmin(ReadOnlyAdmin):
     """Viewable; every change goes through the workflow so that it is audited."""
 
-    list_display = ("name", "state", "authorization_type", "modified_at", "checked_at")
-    list_filter = ("state", "authorization_type", "deauthorized_by_aws")
+    list_display = ("name", "target", "state", "managed", "modified_at", "checked_at")
+    list_filter = ("target", "state", "managed", "deauthorized_by_aws", "changed_outside")
     search_fields = ("name", "arn")
 
 
 @admin.register(DocumentRevision)
 class DocumentRevisionAdmin(ReadOnlyAdmin):
     list_display = ("request", "number", "author", "created_at")
+
+
+@admin.register(Target)
+class TargetAdmin(admin.ModelAdmin):
+    """Accounts and Regions this app sees; a role to assume, or the app's own credentials."""
+
+    list_display = ("name", "account_id", "region", "role_arn", "is_default")
+    filter_horizontal = ("approver_groups",)
+    readonly_fields = ("sweep_owner", "sweep_lease_until")
+
+
+@admin.register(Sweep)
+class SweepAdmin(ReadOnlyAdmin):
+    list_display = ("target", "finished_at", "ok", "error")
+    list_filter = ("ok", "target")

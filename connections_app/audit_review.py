@@ -34,8 +34,13 @@ ACTIONS = (
         for result in ("success", "adopt", "failure")
     ),
     "connection.state.refresh",
+    "connection.sweep",
+    *(
+        f"connection.sweep.{what}"
+        for what in ("state", "changed_outside", "deleted_outside", "drift")
+    ),
 )
-OUTCOMES = ("success", "failure", "approved", "rejected", "expired")
+OUTCOMES = ("success", "failure", "warning", "approved", "rejected", "expired")
 DOCUMENT_ACTIONS = (
     "connection.request.create",
     "connection.request.edit",

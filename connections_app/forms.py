@@ -11,6 +11,7 @@ from django.forms.utils import ErrorDict
 
 from . import audit_review, vault
 from . import document as doc
+from .models import Target
 
 TYPE_CHOICES = [
     ("BASIC", "BASIC: username and password"),
@@ -39,6 +40,13 @@ def _text(label: str, api: str, help_text: str = "", **kwargs) -> forms.CharFiel
 
 
 class ConnectionRequestForm(forms.Form):
+    target = forms.ModelChoiceField(
+        label="Account and Region",
+        queryset=Target.objects.order_by("name"),
+        required=False,  # the default target when empty
+        empty_label=None,
+        help_text="Where the connection is made: a target registered by an administrator.",
+    )
     name = _text(
         "Name", "Name", "1-64 letters, digits, “.”, “-” or “_”; unique in the account and Region."
     )
@@ -255,13 +263,20 @@ class RequestForms:
         forms.suppress_errors()
         return forms
 
-    def __init__(self, data=None, *, initial: dict | None = None, fixed_name: str = ""):
-        """`fixed_name`: the form of an update, whose connection keeps its name."""
+    def __init__(
+        self, data=None, *, initial: dict | None = None, fixed_name: str = "", new: bool = False
+    ):
+        """`fixed_name`: the form of an update, whose connection keeps its name; `new`: a new
+        connection, whose target is chosen here."""
         initial = initial or {}
         form_initial = dict(initial.get("form") or {})
         if fixed_name:
             form_initial["name"] = fixed_name
         self.form = ConnectionRequestForm(data, initial=form_initial)
+        if new:
+            self.form.fields["target"].initial = Target.default().pk
+        else:
+            del self.form.fields["target"]  # a connection, or a request, stays where it is
         if fixed_name:
             self.form.fields["name"].disabled = True
             self.form.fields["name"].help_text = "A connection's name cannot change."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 
 from django.db.models import F, Q, QuerySet
@@ -9,8 +10,8 @@ from django.utils import timezone
 
 from . import audit_review, eventbridge, vault
 from . import document as doc
-from .models import AuditEvent, Connection, ConnectionRequest
-from .roles import CAN_APPROVE, CAN_AUDIT, CAN_REQUEST
+from .models import AuditEvent, Connection, ConnectionRequest, Sweep, Target
+from .roles import CAN_APPROVE, CAN_AUDIT, CAN_REQUEST, group_ids
 
 R = ConnectionRequest
 QUEUE_PAGE_SIZE = 25  # rows cost a page most of its time
@@ -18,7 +19,11 @@ QUEUE_PAGE_SIZE = 25  # rows cost a page most of its time
 
 def visible_request(user, pk: int) -> ConnectionRequest | None:
     """Requesters see their own requests; approvers, auditors and superusers see all."""
-    found = R.objects.select_related("requester", "decided_by", "connection").filter(pk=pk).first()
+    found = (
+        R.objects.select_related("requester", "decided_by", "connection", "target")
+        .filter(pk=pk)
+        .first()
+    )
     if found is not None and (
         found.requester_id == user.pk or user.has_perm(CAN_APPROVE) or user.has_perm(CAN_AUDIT)
     ):
@@ -38,13 +43,21 @@ class QueuePage:
     paged: bool  # this is not the first page
 
 
-def approval_queue(*, after: int | None, size: int = QUEUE_PAGE_SIZE) -> QueuePage:
+def approval_queue(
+    *, user, after: int | None, target: int | None = None, size: int = QUEUE_PAGE_SIZE
+) -> QueuePage:
     """Pending requests not past their time, oldest first, a page at a time.
 
     Pages follow the last request shown (?after=id), not a position: deciding requests on one
     page shrinks the queue, and a page number would then skip the ones it moved up. Rows as
     plain values: approvers reload this page all day."""
     waiting = R.objects.filter(status=R.PENDING, expires_at__gt=timezone.now())
+    if not user.is_superuser:  # targets whose approvers are limited to groups the user is not in
+        waiting = waiting.filter(
+            Q(target__approver_groups__isnull=True) | Q(target__approver_groups__in=group_ids(user))
+        ).distinct()
+    if target is not None:
+        waiting = waiting.filter(target_id=target)
     waiting = waiting.order_by("created_at", "id")
     pending = waiting
     anchor = None
@@ -55,7 +68,9 @@ def approval_queue(*, after: int | None, size: int = QUEUE_PAGE_SIZE) -> QueuePa
     rows = list(
         pending.values(
             "pk", "kind", "name", "authorization_type", "created_at", "expires_at", "requester_id"
-        ).annotate(requester_name=F("requester__username"))[: size + 1]
+        ).annotate(requester_name=F("requester__username"), target_name=F("target__name"))[
+            : size + 1
+        ]
     )
     return QueuePage(
         rows=rows[:size],
@@ -81,14 +96,28 @@ def may_see_connections(user) -> bool:
 
 
 CONNECTIONS_PAGE_SIZE = 50
+STATES = ("AUTHORIZED", "AUTHORIZING", "CREATING", "UPDATING", "DEAUTHORIZING", "DEAUTHORIZED",
+          "DELETING", "DELETED")  # fmt: skip
+LIVE = ~Q(state=Connection.DELETED)
+# The list's filters, by the name the page and the home page's links use.
 STATE_FILTERS = {
-    "live": ~Q(state=Connection.DELETED),
+    "live": LIVE,
     "passing": Q(state__in=Connection.PASSING),
     "deauthorized_by_aws": Q(deauthorized_by_aws=True),
-    **{
-        state: Q(state=state)
-        for state in ("AUTHORIZED", "AUTHORIZING", "DEAUTHORIZED", "UPDATING", "DELETED")
-    },
+    "unmanaged": LIVE & Q(managed=False),
+    "changed_outside": LIVE & Q(changed_outside=True),
+    "deleted_outside": Q(deleted_outside=True),
+    "drifted": LIVE & ~Q(drift=[]),
+    **{state: Q(state=state) for state in STATES},
+}
+FILTER_LABELS = {
+    "live": "not deleted",
+    "passing": "changing (passing state)",
+    "deauthorized_by_aws": "deauthorized by AWS",
+    "unmanaged": "unmanaged (found by a sweep)",
+    "changed_outside": "changed outside this dashboard",
+    "deleted_outside": "deleted outside this dashboard",
+    "drifted": "Vault holds newer secrets",
 }
 
 
@@ -99,12 +128,18 @@ class ConnectionsPage:
 
 
 def connections_page(
-    *, state: str = "", prefix: str = "", after: tuple[str, int] | None = None
+    *,
+    state: str = "",
+    prefix: str = "",
+    target: int | None = None,
+    after: tuple[str, int] | None = None,
 ) -> ConnectionsPage:
     """Connections by name, a keyset page at a time (the same cost at any depth, no COUNT)."""
-    rows = Connection.objects.order_by("name", "id")
+    rows = Connection.objects.order_by("name", "id").select_related("target")
     if state in STATE_FILTERS:
         rows = rows.filter(STATE_FILTERS[state])
+    if target is not None:
+        rows = rows.filter(target_id=target)
     if prefix:
         rows = rows.filter(name__startswith=prefix)
     if after is not None:
@@ -113,12 +148,50 @@ def connections_page(
     rows = list(
         rows.only(
             "name", "arn", "authorization_type", "state", "state_reason", "modified_at",
-            "checked_at", "deauthorized_by_aws",
+            "checked_at", "deauthorized_by_aws", "managed", "changed_outside", "deleted_outside",
+            "drift", "target__name",
         )[: CONNECTIONS_PAGE_SIZE + 1]
     )  # fmt: skip
     more = len(rows) > CONNECTIONS_PAGE_SIZE
     rows = rows[:CONNECTIONS_PAGE_SIZE]
     return ConnectionsPage(rows, f"{rows[-1].name} {rows[-1].pk}" if more else None)
+
+
+def fleet(user) -> dict:
+    """The home page: per target and overall, connections by state, open changes, flags and
+    the last sweep; a handful of grouped queries whatever the fleet's size."""
+    from django.db.models import Count, OuterRef, Subquery
+
+    latest = Sweep.objects.filter(target=OuterRef("pk")).order_by("-finished_at")
+    targets = list(
+        Target.objects.order_by("name").annotate(
+            swept_at=Subquery(latest.values("finished_at")[:1]),
+            swept_ok=Subquery(latest.values("ok")[:1]),
+            swept_error=Subquery(latest.values("error")[:1]),
+        )
+    )
+    rows = {t.pk: {"target": t, "states": {}, "flags": {}, "changes": {}} for t in targets}
+    total = {"states": defaultdict(int), "flags": defaultdict(int), "changes": defaultdict(int)}
+    for row in Connection.objects.values("target_id", "state").annotate(n=Count("id")):
+        rows[row["target_id"]]["states"][row["state"]] = row["n"]
+        total["states"][row["state"]] += row["n"]
+    flags = Connection.objects.values("target_id").annotate(
+        **{name: Count("id", filter=STATE_FILTERS[name]) for name in FLAGS}
+    )
+    for row in flags:
+        for name in FLAGS:
+            rows[row["target_id"]]["flags"][name] = row[name]
+            total["flags"][name] += row[name]
+    open_ = ConnectionRequest.objects.filter(
+        Q(status=R.PENDING, expires_at__gt=timezone.now()) | Q(status=R.FAILED)
+    )
+    for row in open_.values("target_id", "status").annotate(n=Count("id")):
+        rows[row["target_id"]]["changes"][row["status"]] = row["n"]
+        total["changes"][row["status"]] += row["n"]
+    return {"targets": list(rows.values()), "total": total, "states": STATES, "flags": FLAGS}
+
+
+FLAGS = ("unmanaged", "changed_outside", "deleted_outside", "drifted", "deauthorized_by_aws")
 
 
 def connection_history(connection: Connection) -> dict:
@@ -149,6 +222,16 @@ def pushed_secrets(connection: Connection) -> list[dict]:
         {"path": doc.path_text(path), "leaf": leaf}
         for path, leaf in doc.secret_leaves(connection.document)
     ]
+
+
+def adoption_document(connection: Connection) -> dict:
+    """What AWS holds of a connection nobody manages here, as a document without secrets
+    (AWS never returns them): the starting point of its adoption."""
+    try:
+        found = eventbridge.describe_connection(connection.target, connection.name)
+    except eventbridge.EventBridgeError:
+        found = None
+    return doc.comparable(found) if found else {"Name": connection.name}
 
 
 def rotation_candidates(connection: Connection) -> list[dict]:

@@ -26,6 +26,12 @@ urlpatterns = [
         {"kind": "reauthorize"},
         name="connection_reauthorize",
     ),
+    path(
+        "connections/<int:pk>/adopt/",
+        views.connection_update,
+        {"kind": "adopt"},
+        name="connection_adopt",
+    ),
     path("connections/<int:pk>/rotate/", views.connection_rotate, name="connection_rotate"),
     path(
         "connections/<int:pk>/deauthorize/",

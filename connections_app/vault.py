@@ -11,6 +11,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import hvac
@@ -482,6 +483,64 @@ def _each_secret(refs: list[Reference], fetch) -> list[tuple[list[Reference], ob
     else:
         results = [fetch(*key) for key in groups]
     return list(zip(groups.values(), results, strict=True))
+
+
+@dataclass(frozen=True)
+class SecretState:
+    """What a sweep learns of one secret path without keeping a value: on KV v2 its metadata
+    (current version; each version deleted or destroyed), on KV v1 (no versions) a keyed
+    fingerprint of each key's current value."""
+
+    kv_version: int
+    current: int | None = None
+    gone: frozenset[int] = frozenset()  # versions deleted or destroyed (KV v2)
+    fingerprints: dict | None = None  # key -> fingerprint (KV v1)
+
+
+@sensitive_variables()  # KV v1 values, while they are fingerprinted
+def _state(path: str, digest) -> SecretState:
+    mount, kv_version = _mount_for(path)
+    relative = path[len(mount) :].lstrip("/")
+    if kv_version == 1:
+        secret = _fetch(path, None)
+        return SecretState(1, fingerprints={k: digest(v) for k, v in secret.data.items()
+                                            if isinstance(v, str)})  # fmt: skip
+    # metadata/ only: a policy may grant it and not data/, and no value is read.
+    status, body = _get(f"{mount}/metadata/{relative}")
+    data = _mapping(body.get("data"), path)
+    if status == 404 or not data:
+        raise SecretNotFound(f"No secret exists at {path}.")
+    versions = _mapping(data.get("versions"), path)
+    gone = frozenset(
+        int(n) for n, meta in versions.items() if isinstance(meta, dict) and _is_gone(meta)
+    )
+    return SecretState(2, current=int(data.get("current_version") or 0), gone=gone)
+
+
+def _is_gone(meta: dict) -> bool:
+    """Destroyed, or deleted: a deletion_time that has passed (with delete_version_after set,
+    a live version carries a future one)."""
+    when = meta.get("deletion_time") or ""
+    if meta.get("destroyed"):
+        return True
+    try:
+        return bool(when) and datetime.fromisoformat(when[:19] + "+00:00") <= datetime.now(UTC)
+    except ValueError:
+        return True
+
+
+def secret_states(paths: list[str], *, digest) -> dict[str, SecretState | VaultError]:
+    """_state() of many secret paths, each read once, different ones in parallel; for each
+    path its state or the error it raised."""
+
+    def one(path):
+        try:
+            return _state(path, digest)
+        except VaultError as exc:
+            return exc
+
+    paths = list(dict.fromkeys(paths))
+    return dict(zip(paths, _readers.map(one, paths), strict=True))
 
 
 def check(ref: Reference) -> SecretInfo:

@@ -27,7 +27,7 @@ from .forms import (
     SecretUseForm,
     initial_from_document,
 )
-from .models import AuditEvent, Connection, ConnectionRequest
+from .models import AuditEvent, Connection, ConnectionRequest, Target
 from .roles import CAN_APPROVE, CAN_AUDIT, CAN_REQUEST
 
 R = ConnectionRequest
@@ -39,16 +39,27 @@ def forbidden(request, exception=None):
     return render(request, "403.html", {"message": message}, status=403)
 
 
+def _number(request, name: str) -> int | None:
+    """A whole-number query parameter (an id, a cursor), or None when absent or not one."""
+    text = request.GET.get(name, "")
+    return int(text) if text.isdecimal() and len(text) < 19 else None
+
+
 @login_required
 def home(request):
+    """The fleet at a glance: per target and overall, each figure a link to its list."""
     user = request.user
-    if user.has_perm(CAN_APPROVE):
-        return redirect("approval_queue")
-    if user.has_perm(CAN_REQUEST):
-        return redirect("request_mine")
-    if user.has_perm(CAN_AUDIT):
-        return redirect("audit_list")
-    return render(request, "connections_app/home.html")
+    if not selectors.may_see_connections(user):
+        return render(request, "connections_app/home.html", {"no_role": True})
+    return render(
+        request,
+        "connections_app/home.html",
+        {
+            **selectors.fleet(user),
+            "labels": selectors.FILTER_LABELS,
+            "approver": user.has_perm(CAN_APPROVE),
+        },  # fmt: skip
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -103,8 +114,8 @@ def _check_view(answer: vault.SecretInfo | vault.VaultError) -> dict:
 @login_required
 @permission_required(CAN_REQUEST, raise_exception=True)
 def request_new(request):
-    def save(document):
-        obj = services.request_create(requester=request.user, document=document)
+    def save(document, target):
+        obj = services.request_create(requester=request.user, document=document, target=target)
         messages.success(request, f"Request “{obj.name}” saved; it awaits approval.")
         return obj
 
@@ -135,21 +146,21 @@ def _edit(request, obj, document):
 
 
 def _request_form(request, initial, save, *, obj=None, connection=None, fixed_name=""):
-    """The connection form: new, edit, update or re-authorize. `save(document)` files it."""
+    """The connection form: new, edit, update or re-authorize. `save(document)` files it
+    (new: `save(document, target)`)."""
+    kwargs = {"fixed_name": fixed_name, "new": obj is None and connection is None}
     checks = {}
     if request.method == "POST":
         if "_add_row" in request.POST:
             # Without JavaScript: the form again as typed, with one more row and no errors yet.
-            forms = RequestForms.with_row_added(
-                request.POST, request.POST["_add_row"], fixed_name=fixed_name
-            )
+            forms = RequestForms.with_row_added(request.POST, request.POST["_add_row"], **kwargs)
         elif "_check" in request.POST:
-            forms = RequestForms(request.POST, fixed_name=fixed_name)
+            forms = RequestForms(request.POST, **kwargs)
             # Only the references are checked: a half-filled form shows no other errors yet.
             checks = _reference_checks(forms)
             forms.suppress_errors()
         else:
-            forms = RequestForms(request.POST, fixed_name=fixed_name)
+            forms = RequestForms(request.POST, **kwargs)
             if forms.is_valid():
                 saved = _save_request(forms, save)
                 if saved is not None:
@@ -158,7 +169,7 @@ def _request_form(request, initial, save, *, obj=None, connection=None, fixed_na
                 # The document's own checks on what did clean: every problem in one round.
                 forms.add_issues(doc.validate(forms.to_document()), beside_errors=False)
     else:
-        forms = RequestForms(initial=initial, fixed_name=fixed_name)
+        forms = RequestForms(initial=initial, **kwargs)
     return render(
         request,
         "connections_app/request_form.html",
@@ -176,6 +187,8 @@ def _request_form(request, initial, save, *, obj=None, connection=None, fixed_na
 def _save_request(forms: RequestForms, save):
     """File the form's document; None, with the problems put on the form, if refused."""
     try:
+        if "target" in forms.form.fields:  # a new connection: where it is made
+            return save(forms.to_document(), forms.form.cleaned_data.get("target"))
         return save(forms.to_document())
     except services.DocumentInvalid as exc:
         forms.add_issues(exc.issues)
@@ -336,13 +349,15 @@ def request_reject(request, pk):
 @login_required
 @permission_required(CAN_APPROVE, raise_exception=True)
 def approval_queue(request):
-    after = request.GET.get("after", "")
-    after = int(after) if after.isdecimal() and len(after) < 19 else None
+    target = _number(request, "target")
     return render(
         request,
         "connections_app/approval_queue.html",
         {
-            "queue": selectors.approval_queue(after=after),
+            "queue": selectors.approval_queue(
+                user=request.user, after=_number(request, "after"), target=target
+            ),
+            "target": target,
             "failed": selectors.unfinished_submissions(),
             "me": request.user.pk,
         },
@@ -356,7 +371,7 @@ def approval_queue(request):
 def _connection(request, pk) -> Connection:
     if not selectors.may_see_connections(request.user):
         raise PermissionDenied("You may not see connections.")
-    return get_object_or_404(Connection, pk=pk)
+    return get_object_or_404(Connection.objects.select_related("target"), pk=pk)
 
 
 @login_required
@@ -365,10 +380,12 @@ def connection_list(request):
         raise PermissionDenied("You may not see connections.")
     state = request.GET.get("state", "")
     prefix = request.GET.get("q", "").strip()[:64]
+    target = _number(request, "target")
     after = request.GET.get("after", "").rpartition(" ")
     cursor = (after[0], int(after[2])) if after[2].isdecimal() and len(after[2]) < 19 else None
-    page = selectors.connections_page(state=state, prefix=prefix, after=cursor)
-    query = urlencode({k: v for k, v in (("state", state), ("q", prefix)) if v})
+    page = selectors.connections_page(state=state, prefix=prefix, target=target, after=cursor)
+    filters = (("state", state), ("q", prefix), ("target", target))
+    query = urlencode({k: v for k, v in filters if v})
     return render(
         request,
         "connections_app/connection_list.html",
@@ -376,9 +393,13 @@ def connection_list(request):
             "page": page,
             "state": state,
             "q": prefix,
+            "target": target,
+            "targets": Target.objects.order_by("name").values_list("pk", "name"),
             "query": query,
             "paged": cursor is not None,
-            "states": list(selectors.STATE_FILTERS),
+            "states": [
+                (key, selectors.FILTER_LABELS.get(key, key)) for key in selectors.STATE_FILTERS
+            ],
         },
     )
 
@@ -425,7 +446,7 @@ def _change_refused(request, connection: Connection, kind: str):
     refused = services.change_refusal(
         kind, connection, request.user, open_change=services.open_change(connection)
     )
-    if refused is not None and refused.code == "not_requester":
+    if refused is not None and refused.code in ("not_requester", "not_approver"):
         raise refused
     if refused is None or request.method == "POST":
         return None
@@ -436,7 +457,8 @@ def _change_refused(request, connection: Connection, kind: str):
 @sensitive_post_parameters()
 @login_required
 def connection_update(request, pk, kind="update"):
-    """Update (or re-authorize): the connection form, starting from what was last pushed."""
+    """Update, re-authorize or adopt: the connection form, starting from what was last pushed
+    (adopt: from what AWS describes, the secrets left for the requester to name in Vault)."""
     connection = _connection(request, pk)
     if refused := _change_refused(request, connection, kind):
         return refused
@@ -448,7 +470,10 @@ def connection_update(request, pk, kind="update"):
         messages.success(request, f"Request to {kind} “{obj.name}” saved; it awaits approval.")
         return obj
 
-    initial = initial_from_document(doc.unredacted(connection.document))
+    if kind == "adopt":
+        initial = initial_from_document(selectors.adoption_document(connection))
+    else:
+        initial = initial_from_document(doc.unredacted(connection.document))
     return _request_form(request, initial, save, connection=connection, fixed_name=connection.name)
 
 

@@ -29,6 +29,7 @@ from .policy import (
 )
 from .state import connection_refresh, connections_refresh_passing
 from .submit import request_approve, request_retry
+from .sweep import sweep_target
 
 __all__ = [
     "ACTIONS",
@@ -56,4 +57,5 @@ __all__ = [
     "request_update",
     "requests_expire_due",
     "rotation_document",
+    "sweep_target",
 ]

@@ -227,16 +227,11 @@ def change_file(
     reason: str = "",
 ) -> ConnectionRequest:
     """File a change to a connection: update or rotate (a whole document), deauthorize (with a
-    reason) or delete. Re-authorize is filed as an update."""
-    refused = change_refusal(
-        "reauthorize" if kind == "reauthorize" else kind,
-        connection,
-        requester,
-        open_change=open_change(connection),
-    )
+    reason) or delete. Re-authorize and adopt are filed as updates."""
+    refused = change_refusal(kind, connection, requester, open_change=open_change(connection))
     if refused is not None:
         raise refused
-    kind = R.UPDATE if kind == "reauthorize" else kind
+    kind = R.UPDATE if kind in ("reauthorize", "adopt") else kind
     reason = clean_text(reason, what="reason")
     if kind in (R.UPDATE, R.ROTATE):
         issues = document_problems(document, target=connection.target, connection=connection)

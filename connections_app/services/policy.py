@@ -86,8 +86,9 @@ def _busy_message(request: ConnectionRequest) -> str:
 
 
 # Changes a requester may file on a connection (reauthorize is an update that supplies
-# credentials again, offered when the connection is deauthorized).
-CHANGES = (R.UPDATE, R.ROTATE, R.DEAUTHORIZE, "reauthorize", R.DELETE)
+# credentials again, offered when the connection is deauthorized; adopt is an update of a
+# connection a sweep found, filed by an approver, after which it is managed here).
+CHANGES = (R.UPDATE, R.ROTATE, R.DEAUTHORIZE, "reauthorize", R.DELETE, "adopt")
 
 
 def change_refusal(
@@ -95,8 +96,18 @@ def change_refusal(
 ) -> ActionRefused | None:
     """Why `user` may not file a `kind` change on `connection` now, or None when they may.
     `open_change` is the connection's open change, if it has one."""
-    if not user.has_perm(CAN_REQUEST):
+    if kind == "adopt":
+        if not user.has_perm(CAN_APPROVE):
+            return ActionRefused("Only approvers adopt connections.", code="not_approver")
+        if connection.managed:
+            return ActionRefused("This connection is managed here already.", code="managed")
+    elif not user.has_perm(CAN_REQUEST):
         return ActionRefused("You may not request changes to connections.", code="not_requester")
+    elif not connection.managed:
+        return ActionRefused(
+            "Nobody manages this connection here yet: an approver can adopt it first.",
+            code="unmanaged",
+        )
     if connection.gone:
         return ActionRefused(
             "This connection has been deleted in AWS: nothing more can be changed.", code="gone"

@@ -1,0 +1,242 @@
+"""Sweeps, per target: the inventory of its connections in AWS, and drift from Vault.
+
+AWS is walked in list pages of 100, which already carry state, StateReason and times, and a
+connection is described only where its LastModifiedTime moved. Vault is asked for metadata
+only, once per distinct secret path (KV v1, which keeps no versions: a fingerprint of the
+current value, held in memory as at approval). Everything a sweep learns is recorded in one
+transaction when it ends: a sweep killed midway records nothing, and the next one does it all.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from time import monotonic
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from .. import audit, eventbridge, vault
+from .. import document as doc
+from ..models import Connection, ConnectionRequest, Sweep, Target
+from .submit import apply_described, connection_data
+
+R = ConnectionRequest
+NEW_NAMES_LISTED = 100  # of the unmanaged connections a sweep finds, named in its audit event
+
+
+def sweep_target(target_id: int, *, owner: str = "") -> Sweep | None:
+    """Sweep one target, unless another worker holds its lease (then None)."""
+    owner = owner or uuid.uuid4().hex
+    if not _take_lease(target_id, owner):
+        return None
+    started, clock = timezone.now(), monotonic()
+    target = Target.objects.get(pk=target_id)
+    found = _Found(target)
+    try:
+        found.inventory()
+        found.vault_drift()
+    except (eventbridge.EventBridgeError, vault.VaultError) as exc:
+        found.error = exc.message
+    found.figures["seconds"] = round(monotonic() - clock, 3)
+    with transaction.atomic():
+        if not found.error:
+            found.record()
+        sweep = Sweep.objects.create(
+            target=target,
+            started_at=started,
+            finished_at=timezone.now(),
+            ok=not found.error,
+            error=found.error,
+            figures=found.figures,
+        )
+        audit.record(
+            action="connection.sweep",
+            outcome="success" if sweep.ok else "failure",
+            data={"target": target.label, "error": found.error, **found.figures},
+        )
+        Target.objects.filter(pk=target_id, sweep_owner=owner).update(
+            sweep_owner="", sweep_lease_until=None
+        )
+    return sweep
+
+
+def _take_lease(target_id: int, owner: str) -> bool:
+    """Several worker clusters share the work: one conditional UPDATE decides who sweeps a
+    target now. A lease left by a killed worker runs out after SWEEP_LEASE."""
+    now = timezone.now()
+    free = Q(sweep_lease_until__isnull=True) | Q(sweep_lease_until__lt=now)
+    taken = Target.objects.filter(free, pk=target_id).update(
+        sweep_owner=owner, sweep_lease_until=now + settings.SWEEP_LEASE
+    )
+    return taken == 1
+
+
+class _Found:
+    """What one sweep learns, in memory until `record()`."""
+
+    def __init__(self, target: Target):
+        self.target = target
+        self.error = ""
+        self.listed: dict[str, dict] = {}  # ARN -> list item
+        self.described: dict[str, dict] = {}  # ARN -> describe_connection answer
+        self.drift: dict[int, list[dict]] = {}  # connection id -> drifted secrets
+        self.figures: dict = {"aws_calls": 0, "vault_reads": 0, "distinct_paths": 0}
+        self.known = {
+            c.arn: c for c in Connection.objects.filter(target=target).exclude(state="DELETED")
+        }
+
+    def inventory(self) -> None:
+        if not self.target.account_id:
+            self.account = eventbridge.caller_account(self.target)
+            self.figures["aws_calls"] += 1
+        token = None
+        while True:
+            items, token = eventbridge.list_connections(self.target, token)
+            self.figures["aws_calls"] += 1
+            self.listed.update((item["ConnectionArn"], item) for item in items)
+            if not token:
+                break
+        for arn, item in self.listed.items():
+            row = self.known.get(arn)
+            moved = row is not None and item.get("LastModifiedTime") != row.modified_at
+            if moved and row.managed:  # only ours need what the list does not carry
+                found = eventbridge.describe_connection(self.target, item["Name"])
+                self.figures["aws_calls"] += 1
+                if found is not None:
+                    self.described[arn] = found
+
+    def vault_drift(self) -> None:
+        """Each managed connection's pushed secrets against what Vault holds now."""
+        uses = defaultdict(list)  # secret path -> [(connection, document path, leaf, ref)]
+        for connection in self.known.values():
+            if not connection.managed or connection.arn not in self.listed:
+                continue
+            for path, leaf in doc.secret_leaves(connection.document):
+                ref = vault.Reference.from_leaf(leaf)
+                uses[ref.path].append((connection, path, leaf, ref))
+        states = vault.secret_states(list(uses), digest=doc.fingerprint)
+        self.figures["vault_reads"] = self.figures["distinct_paths"] = len(states)
+        for secret_path, state in states.items():
+            for connection, path, leaf, ref in uses[secret_path]:
+                why = _drift(state, leaf, ref)
+                if why:
+                    entry = {"path": doc.path_text(path), "vault": leaf["vault"], **why}
+                    self.drift.setdefault(connection.pk, []).append(entry)
+
+    def record(self) -> None:
+        """Write what was learnt, with an audit event for each change it makes."""
+        counts = defaultdict(int)
+        events = []
+        in_flight = set(
+            R.objects.filter(target=self.target, status=R.SUBMITTING).values_list(
+                "connection_id", flat=True
+            )
+        )
+        if getattr(self, "account", ""):
+            Target.objects.filter(pk=self.target.pk).update(account_id=self.account)
+        for arn, row in self.known.items():
+            item = self.listed.get(arn)
+            if item is None:
+                events += self._gone(row, in_flight)
+                counts["deleted"] += 1
+                continue
+            events += self._seen(row, item, in_flight)
+        new = [item for arn, item in self.listed.items() if arn not in self.known]
+        Connection.objects.bulk_create(
+            Connection(
+                target=self.target,
+                name=item["Name"],
+                arn=item["ConnectionArn"],
+                authorization_type=item.get("AuthorizationType", ""),
+                state=item.get("ConnectionState", ""),
+                state_reason=item.get("StateReason", ""),
+                created_in_aws_at=item.get("CreationTime"),
+                modified_at=item.get("LastModifiedTime"),
+                authorized_at=item.get("LastAuthorizedTime"),
+                checked_at=timezone.now(),
+                managed=False,
+            )
+            for item in new
+        )
+        self.figures.update(
+            listed=len(self.listed),
+            unmanaged_found=len(new),
+            unmanaged_names=sorted(item["Name"] for item in new)[:NEW_NAMES_LISTED],
+            changed_outside=sum(1 for e in events if e["action"].endswith("changed_outside")),
+            deleted_outside=sum(1 for e in events if e["action"].endswith("deleted_outside")),
+            drifted=len(self.drift),
+        )
+        if events:
+            audit.append(events)
+
+    def _seen(self, row: Connection, item: dict, in_flight: set) -> list[dict]:
+        before = (row.state, row.state_reason, row.modified_at)
+        moved = item.get("LastModifiedTime") != row.modified_at
+        apply_described(row, {**item, **self.described.get(row.arn, {})})
+        events = []
+        if row.state == "DEAUTHORIZED" and before[0] != "DEAUTHORIZED":
+            row.deauthorized_by_aws = row.pk not in in_flight
+        ours = row.pk in in_flight or not row.managed
+        if moved and not ours and before[2] is not None:
+            row.changed_outside = True
+            events.append(self._event(row, "changed_outside", before, warn=True))
+        drift = self.drift.get(row.pk, []) if row.managed else []
+        if drift != row.drift:
+            row.drift = drift
+            if drift:
+                events.append(self._event(row, "drift", before, drift=drift, warn=True))
+        if (row.state, row.state_reason) != before[:2] and row.managed:
+            events.append(self._event(row, "state", before))
+        row.save()
+        return events
+
+    def _gone(self, row: Connection, in_flight: set) -> list[dict]:
+        before = (row.state, row.state_reason, row.modified_at)
+        ours = row.pk in in_flight or row.state == "DELETING"
+        row.state = Connection.DELETED
+        row.state_reason = "The connection no longer exists in AWS."
+        row.checked_at = timezone.now()
+        row.deleted_outside = row.managed and not ours
+        row.save()
+        if not row.managed:
+            return []
+        what = "deleted_outside" if row.deleted_outside else "state"
+        return [self._event(row, what, before, warn=row.deleted_outside)]
+
+    def _event(self, row: Connection, what: str, before: tuple, *, drift=None, warn=False):
+        data = {"target": self.target.label, "previous_state": before[0], **connection_data(row)}
+        if what == "changed_outside":
+            data["previous_modified_time"] = before[2].isoformat() if before[2] else None
+        if drift:
+            data["drift"] = drift
+        if row.deauthorized_by_aws:
+            data["deauthorized_by_aws"] = True
+        return dict(
+            action=f"connection.sweep.{what}",
+            connection=row,
+            outcome="warning" if warn else "success",
+            data=data,
+        )
+
+
+def _drift(state, leaf: dict, ref: vault.Reference) -> dict | None:
+    """Why a pushed secret no longer matches Vault, or None."""
+    if isinstance(state, vault.VaultError):
+        return {"why": "unreadable", "message": state.message}
+    if state.kv_version == 1:
+        now = (state.fingerprints or {}).get(ref.key)
+        if now is None:
+            return {"why": "key gone"}
+        if leaf.get("fingerprint") and now != leaf["fingerprint"]:
+            return {"why": "value changed"}
+        return None
+    pushed = leaf.get("version")
+    if pushed is not None and pushed in state.gone:
+        return {"why": "pushed version deleted or destroyed", "pushed": pushed,
+                "current": state.current}  # fmt: skip
+    if pushed is not None and state.current and state.current > pushed:
+        return {"why": "newer version", "pushed": pushed, "current": state.current}
+    return None
