@@ -5,11 +5,12 @@ import signal
 import subprocess
 import sys
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 
-from connections_app import devstack, roles
+from connections_app import checkpoints, devstack, roles
 
 DEMO_USERS = [
     ("requester", [roles.REQUESTERS], False),
@@ -40,6 +41,14 @@ class Command(BaseCommand):
                 bao = devstack.start_openbao(port=8200)
                 started.append(bao)
                 refs = devstack.seed_demo_secrets(bao.url, bao.extra["token"])
+                devstack.seed_audit_signing(
+                    bao.url,
+                    bao.extra["token"],
+                    transit_mount=settings.AUDIT_TRANSIT_MOUNT,
+                    key=settings.AUDIT_TRANSIT_KEY,
+                    store_mount=settings.AUDIT_CHECKPOINT_MOUNT,
+                    policy=checkpoints.vault_policy(),
+                )
                 env.update(VAULT_ADDR=bao.url, VAULT_TOKEN=bao.extra["token"])
             else:
                 refs = {}
@@ -99,6 +108,10 @@ class Command(BaseCommand):
             w("Demo Vault references:")
             for ref, what in refs.items():
                 w(f"  {ref:55} {what}")
+            w(
+                f"Audit checkpoints: signed with Transit key {checkpoints.key_location()}, kept "
+                f"in {checkpoints.store_location()} (policy {devstack.AUDIT_POLICY})"
+            )
         w("")
         w("For the bao and aws command lines against this stack:")
         w(f"  export VAULT_ADDR={env.get('VAULT_ADDR', '')}")
