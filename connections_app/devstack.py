@@ -194,11 +194,16 @@ def seed_demo_secrets(server_url: str, token: str) -> dict[str, str]:
 AUDIT_POLICY = "eventbridge-audit-checkpoints"
 
 
-def seed_audit_signing(
-    server_url: str, token: str, *, transit_mount: str, key: str, store_mount: str, policy: str
-) -> None:
+def seed_audit_signing(server_url: str, token: str) -> None:
     """Transit with the ed25519 key that signs audit checkpoints (not exportable, the default),
-    the KV v2 mount of their store, and the app's checkpoint policy (`bao policy read`)."""
+    the KV v2 mount of their store, and the app's checkpoint policy (`bao policy read`), as the
+    app's settings name them."""
+    from django.conf import settings
+
+    from .checkpoints import vault_policy
+
+    transit_mount, key = settings.AUDIT_TRANSIT_MOUNT, settings.AUDIT_TRANSIT_KEY
+    store_mount, policy = settings.AUDIT_CHECKPOINT_MOUNT, vault_policy()
     mounts = json.loads(bao(server_url, token, "secrets", "list", "-format=json"))
     if f"{transit_mount}/" not in mounts:
         bao(server_url, token, "secrets", "enable", f"-path={transit_mount}", "transit")

@@ -305,9 +305,15 @@ def _get(path: str) -> tuple[int, dict]:
 
 
 def _request(
-    method: str, path: str, body: dict | None = None, *, accept=(200, 204, 404)
+    method: str,
+    path: str,
+    body: dict | None = None,
+    *,
+    accept=(200, 204, 404),
+    denied: str = "",
 ) -> tuple[int, dict]:
-    """<method> /v1/<path>; returns (status, json) for the `accept`ed statuses."""
+    """<method> /v1/<path>; returns (status, json) for the `accept`ed statuses. `denied` says
+    what the policy refused, in the words of the operation, when Vault answers 403."""
 
     def do(client: hvac.Client):
         response = client.adapter.request(method, f"/v1/{path}", json=body, raise_exception=False)
@@ -328,6 +334,8 @@ def _request(
     try:
         return _client.call(do)
     except hvac.exceptions.VaultError as exc:
+        if denied and isinstance(exc, hvac.exceptions.Forbidden):
+            raise VaultPermissionDenied(denied, code="policy_denies") from None
         raise _translate(exc) from None
     except requests.RequestException:
         raise _unreachable() from None
@@ -524,13 +532,6 @@ def check_all(refs: list[Reference]) -> dict[Reference, SecretInfo | VaultError]
 # Audit checkpoints: a Transit key signs them, a KV v2 path keeps them (connections_app.checkpoints)
 
 
-def _refusal(exc: VaultPermissionDenied, message: str) -> VaultPermissionDenied:
-    """A policy's refusal in the words of the operation; a failed login keeps its own."""
-    if exc.code not in (VaultPermissionDenied.code, "mount_not_found"):
-        return exc
-    return VaultPermissionDenied(message, code="policy_denies")
-
-
 def _first_error(body: dict) -> str:
     errors = body.get("errors") or []
     return str(errors[0]).strip() if errors else ""
@@ -538,17 +539,14 @@ def _first_error(body: dict) -> str:
 
 def transit_sign(mount: str, key: str, message: bytes) -> str:
     """Sign `message` with a Transit key; returns Vault's "vault:v<version>:<base64>"."""
-    encoded = base64.b64encode(message).decode()
-    try:
-        status, body = _request(
-            "POST", f"{mount}/sign/{key}", {"input": encoded}, accept=(200, 400, 404)
-        )
-    except VaultPermissionDenied as exc:
-        raise _refusal(
-            exc,
-            f"Vault's policy does not let the app sign with Transit key {mount}/keys/{key} "
-            f"(it needs update on {mount}/sign/{key}).",
-        ) from None
+    status, body = _request(
+        "POST",
+        f"{mount}/sign/{key}",
+        {"input": base64.b64encode(message).decode()},
+        accept=(200, 400, 404),
+        denied=f"Vault's policy does not let the app sign with Transit key {mount}/keys/{key} "
+        f"(it needs update on {mount}/sign/{key}).",
+    )
     if status == 404:
         raise _transit_missing(mount)
     if status == 400:
@@ -567,14 +565,12 @@ def transit_sign(mount: str, key: str, message: bytes) -> str:
 
 def transit_public_keys(mount: str, key: str) -> tuple[str, dict[int, bytes]]:
     """A Transit key's type and its public keys by version (the private key never leaves)."""
-    try:
-        status, body = _request("GET", f"{mount}/keys/{key}")
-    except VaultPermissionDenied as exc:
-        raise _refusal(
-            exc,
-            f"Vault's policy does not let the app read Transit key {mount}/keys/{key} "
-            "(it needs read on that path to check signatures).",
-        ) from None
+    status, body = _request(
+        "GET",
+        f"{mount}/keys/{key}",
+        denied=f"Vault's policy does not let the app read Transit key {mount}/keys/{key} "
+        "(it needs read on that path to check signatures).",
+    )
     if status == 404:
         if "no handler for route" in _first_error(body):
             raise _transit_missing(mount)
@@ -614,11 +610,13 @@ def _kv2_mount(mount: str, path: str) -> None:
     try:
         found, version = _mount_for(f"{mount}/{path}")
     except VaultPermissionDenied as exc:
-        raise _refusal(
-            exc,
+        if exc.code != "mount_not_found":  # a failed login says so itself
+            raise
+        raise VaultPermissionDenied(
             f"The app's token may not use the checkpoint store {mount}/{path}: the token is "
             f"invalid, or its policy grants nothing there (it needs create and read on "
             f"{mount}/data/{path}/*, list on {mount}/metadata/{path}/*).",
+            code="policy_denies",
         ) from None
     if version != 2:
         raise VaultError(
@@ -630,15 +628,13 @@ def _kv2_mount(mount: str, path: str) -> None:
 def store_list(mount: str, path: str) -> list[str]:
     """The entries under a KV v2 path (none when it does not exist yet)."""
     _kv2_mount(mount, path)
-    try:
-        # GET ?list=true rather than the LIST verb, which proxies in front of Vault may refuse.
-        status, body = _request("GET", f"{mount}/metadata/{path}?list=true")
-    except VaultPermissionDenied as exc:
-        raise _refusal(
-            exc,
-            f"Vault's policy does not let the app list the checkpoint store {mount}/{path} "
-            f"(it needs list on {mount}/metadata/{path}/*).",
-        ) from None
+    # GET ?list=true rather than the LIST verb, which proxies in front of Vault may refuse.
+    status, body = _request(
+        "GET",
+        f"{mount}/metadata/{path}?list=true",
+        denied=f"Vault's policy does not let the app list the checkpoint store {mount}/{path} "
+        f"(it needs list on {mount}/metadata/{path}/*).",
+    )
     if status == 404:
         return []
     return [str(name) for name in (body.get("data") or {}).get("keys") or []]
@@ -646,14 +642,12 @@ def store_list(mount: str, path: str) -> list[str]:
 
 def store_read(mount: str, path: str) -> tuple[dict, int] | None:
     """An entry's data and version number, or None when it has none (absent or deleted)."""
-    try:
-        status, body = _request("GET", f"{mount}/data/{path}")
-    except VaultPermissionDenied as exc:
-        raise _refusal(
-            exc,
-            f"Vault's policy does not let the app read {mount}/{path} (it needs read on "
-            f"{mount}/data/...).",
-        ) from None
+    status, body = _request(
+        "GET",
+        f"{mount}/data/{path}",
+        denied=f"Vault's policy does not let the app read {mount}/{path} (it needs read on "
+        f"{mount}/data/...).",
+    )
     data = body.get("data") or {}
     if status != 200 or not isinstance(data.get("data"), dict):
         return None
@@ -676,13 +670,15 @@ def store_create(mount: str, path: str, data: dict[str, str]) -> bool:
             accept=(200, 204, 400),
         )
     except VaultPermissionDenied as exc:
+        if exc.code != VaultPermissionDenied.code:  # a failed login says so itself
+            raise
         # A create-only policy refuses a write to an existing entry as an update.
-        if exc.code == VaultPermissionDenied.code and store_read(mount, path) is not None:
+        if store_read(mount, path) is not None:
             return False
-        raise _refusal(
-            exc,
+        raise VaultPermissionDenied(
             f"Vault's policy does not let the app create entries in the checkpoint store "
             f"{mount}/{path.rsplit('/', 1)[0]} (it needs create on {mount}/data/...).",
+            code="policy_denies",
         ) from None
     if status == 400:
         if "check-and-set" in _first_error(body):

@@ -23,17 +23,8 @@ KV1 = devstack.KV1_MOUNT
 def openbao():
     """The session's OpenBao, with Transit and the key that signs audit checkpoints, as the dev
     stack has them."""
-    from django.conf import settings
-
     server = devstack.start_openbao()
-    devstack.seed_audit_signing(
-        server.url,
-        server.extra["token"],
-        transit_mount=settings.AUDIT_TRANSIT_MOUNT,
-        key=settings.AUDIT_TRANSIT_KEY,
-        store_mount=settings.AUDIT_CHECKPOINT_MOUNT,
-        policy=checkpoints.vault_policy(),
-    )
+    devstack.seed_audit_signing(server.url, server.extra["token"])
     yield server
     server.stop()
 

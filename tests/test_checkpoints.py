@@ -252,21 +252,6 @@ def test_checkpoints_survive_a_rotation_of_the_key(settings, bao_cli):
 # What Vault's errors mean, in the operator's words
 
 
-@pytest.fixture
-def sign_only_token(bao_cli, settings):
-    """A token that may do everything for checkpoints except sign."""
-    name = f"no-sign-{uuid.uuid4().hex[:8]}"
-    policy = "\n".join(
-        line for line in checkpoints.vault_policy().splitlines() if "/sign/" not in line
-    )
-    bao_cli("policy", "write", name, "-", input_text=policy)
-    created = json.loads(bao_cli("token", "create", f"-policy={name}", "-format=json"))
-    settings.VAULT_TOKEN = created["auth"]["client_token"]
-    vault.reset_client()
-    yield
-    bao_cli("policy", "delete", name)
-
-
 @pytest.mark.parametrize(
     "setting, value, message",
     [
@@ -305,15 +290,62 @@ def test_vault_errors_reach_the_operator_plainly(settings, setting, value, messa
     )
 
 
-def test_a_policy_without_sign_is_named(sign_only_token):
+def _token_with(bao_cli, settings, policy: str) -> None:
+    name = f"partial-{uuid.uuid4().hex[:8]}"
+    bao_cli("policy", "write", name, "-", input_text=policy)
+    created = json.loads(bao_cli("token", "create", f"-policy={name}", "-format=json"))
+    settings.VAULT_TOKEN = created["auth"]["client_token"]
+    vault.reset_client()
+
+
+@pytest.mark.parametrize(
+    "line, replacement, command, message",
+    [
+        (
+            "/sign/",
+            "",
+            "audit_checkpoint",
+            "Vault's policy does not let the app sign with Transit key "
+            "transit/keys/audit-checkpoints (it needs update on transit/sign/audit-checkpoints).",
+        ),
+        (
+            '"create", "read"',
+            '"read"',
+            "audit_checkpoint",
+            "Vault's policy does not let the app create entries in the checkpoint store",
+        ),
+        (
+            "/keys/",
+            "",
+            "verify_audit_chain",
+            "Vault's policy does not let the app read Transit key transit/keys/audit-checkpoints "
+            "(it needs read on that path to check signatures).",
+        ),
+        (
+            "/metadata/",
+            "",
+            "verify_audit_chain",
+            "Vault's policy does not let the app list the checkpoint store",
+        ),
+    ],
+)
+def test_a_policy_short_of_one_right_is_named(
+    bao_cli, settings, line, replacement, command, message
+):
+    """The app's policy with one line missing or narrowed: the error says which right."""
+    policy = checkpoints.vault_policy().splitlines()
+    _token_with(
+        bao_cli,
+        settings,
+        "\n".join(
+            (text.replace(line, replacement) if replacement else "") if line in text else text
+            for text in policy
+        ),
+    )
     _append(1)
     with pytest.raises(CommandError) as refused:
-        _run("audit_checkpoint")
-    assert (
-        "Vault's policy does not let the app sign with Transit key transit/keys/audit-checkpoints "
-        "(it needs update on transit/sign/audit-checkpoints)."
-    ) in str(refused.value)
-    assert "No signed checkpoint exists yet" in _run("verify_audit_chain")  # reading works
+        _run(command)
+    assert message in str(refused.value)
 
 
 def test_a_key_that_is_not_ed25519_is_refused(settings, bao_cli):

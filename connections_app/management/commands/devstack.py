@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
@@ -41,14 +40,7 @@ class Command(BaseCommand):
                 bao = devstack.start_openbao(port=8200)
                 started.append(bao)
                 refs = devstack.seed_demo_secrets(bao.url, bao.extra["token"])
-                devstack.seed_audit_signing(
-                    bao.url,
-                    bao.extra["token"],
-                    transit_mount=settings.AUDIT_TRANSIT_MOUNT,
-                    key=settings.AUDIT_TRANSIT_KEY,
-                    store_mount=settings.AUDIT_CHECKPOINT_MOUNT,
-                    policy=checkpoints.vault_policy(),
-                )
+                devstack.seed_audit_signing(bao.url, bao.extra["token"])
                 env.update(VAULT_ADDR=bao.url, VAULT_TOKEN=bao.extra["token"])
             else:
                 refs = {}
