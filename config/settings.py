@@ -211,6 +211,19 @@ VAULT_NAMESPACE = env.str("VAULT_NAMESPACE", default="")
 VAULT_CACERT = env.str("VAULT_CACERT", default="")
 VAULT_TIMEOUT = env.float("VAULT_TIMEOUT", default=5.0)
 
+# Audit checkpoints (connections_app.checkpoints): the chain's head signed by a Transit key the
+# app may use but not export, and kept in a KV v2 path it may add to but never change.
+AUDIT_TRANSIT_MOUNT = env.str("AUDIT_TRANSIT_MOUNT", default="transit")
+AUDIT_TRANSIT_KEY = env.str("AUDIT_TRANSIT_KEY", default="audit-checkpoints")
+AUDIT_CHECKPOINT_MOUNT = env.str("AUDIT_CHECKPOINT_MOUNT", default="secret")
+AUDIT_CHECKPOINT_PATH = env.str(
+    "AUDIT_CHECKPOINT_PATH", default="audit-checkpoints/eventbridge-connections"
+)
+AUDIT_CHECKPOINT_EVENTS = env.int("AUDIT_CHECKPOINT_EVENTS", default=1000)
+AUDIT_CHECKPOINT_MINUTES = env.float("AUDIT_CHECKPOINT_MINUTES", default=60)
+if AUDIT_CHECKPOINT_EVENTS < 1 or AUDIT_CHECKPOINT_MINUTES <= 0:
+    raise ImproperlyConfigured("AUDIT_CHECKPOINT_EVENTS and AUDIT_CHECKPOINT_MINUTES must be > 0.")
+
 # AWS: boto3's own credential chain and AWS_ENDPOINT_URL(_EVENTS) variables apply.
 AWS_REGION = env.str("AWS_REGION", default=env.str("AWS_DEFAULT_REGION", default="us-east-1"))
 AWS_CONNECT_TIMEOUT = env.float("AWS_CONNECT_TIMEOUT", default=3.0)

@@ -1,5 +1,6 @@
 """The audit log's write-and-proof side: append hash-chained events, verify the chain, and
-keep (and check) the index of secret uses. The auditors' read side is `audit_review`."""
+keep (and check) the index of secret uses. Signed checkpoints outside the database are
+`checkpoints`; the auditors' read side is `audit_review`."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 
 from django.db import connection, transaction
 from django.db.models import CharField, F, Func, Max, TextField, Value
@@ -94,7 +96,15 @@ def append(entries: list[dict]) -> list[AuditEvent]:
     events = AuditEvent.objects.bulk_create(AuditEvent(**fields) for fields in rows)
     advance_head(seq, prev)
     AuditSecretUse.objects.bulk_create(AuditSecretUse(**use) for use in uses)
+    # Signing calls Vault: never inside the transaction, and only when a checkpoint is due.
+    transaction.on_commit(partial(_after_commit, seq))
     return events
+
+
+def _after_commit(seq: int) -> None:
+    from . import checkpoints  # it builds on this module
+
+    checkpoints.after_commit(seq)
 
 
 def lock_head() -> tuple[int, str]:
@@ -232,14 +242,24 @@ def _pg_messages(qs, after: int, up_to: int | None, chunk: int) -> Iterator[list
 
 
 def verify_range(
-    *, after: int = 0, after_hash: str = GENESIS, up_to: int | None = None, chunk: int = 5000
+    *,
+    after: int = 0,
+    after_hash: str = GENESIS,
+    up_to: int | None = None,
+    chunk: int = 5000,
+    signed: dict[int, tuple[str, str]] | None = None,
 ) -> ChainResult:
     """Recompute the hashes after position `after` (whose hash is `after_hash`) in order.
 
-    With `up_to` None the chain must also end where the head says it does.
+    With `up_to` None the chain must also end where the head says it does. `signed` maps the
+    positions of signed checkpoints (read from outside the database) to (hash, signing time):
+    the chain must pass through each, and reach the newest.
     """
     prev, expected = after_hash, after + 1
+    # The database's own checkpoints: whoever rewrites the chain can rewrite these too.
     marks = dict(AuditCheckpoint.objects.filter(seq__gt=after).values_list("seq", "hash"))
+    signed = signed or {}
+    watched = marks.keys() | {seq for seq in signed if seq > after}
     sha256 = hashlib.sha256
 
     def broken(seq, reason):
@@ -262,19 +282,46 @@ def verify_range(
                     return broken(seq, "its previous-hash link is broken")
                 if sha256(message.encode()).hexdigest() != digest:
                     return broken(seq, "its content does not match its hash")
-                if seq in marks and marks[seq] != digest:
+                if seq in watched and (reason := _mark_problem(seq, digest, marks, signed)):
                     # A chain rewritten with fresh hashes still differs from an older checkpoint.
-                    return broken(seq, "it differs from an earlier checkpoint")
+                    return broken(seq, reason)
                 prev = digest
                 expected += 1
         last = expected - 1
-        if up_to is None and (problem := _end_problem(last, prev, marks)):
+        if up_to is None and (problem := _end_problem(last, prev, marks, signed)):
             return broken(*problem)
     return ChainResult(True, last - after, last_seq=last, last_hash=prev)
 
 
-def _end_problem(last: int, last_hash: str, marks: dict) -> tuple[int, str] | None:
+def _mark_problem(seq: int, digest: str, marks: dict, signed: dict) -> str | None:
+    if seq in signed and signed[seq][0] != digest:
+        below = max((s for s in signed if s < seq), default=0)
+        return (
+            f"its hash differs from the checkpoint signed at {signed[seq][1]}: the chain was "
+            f"rewritten between events {below + 1} and {seq}, and every hash after the change "
+            "recomputed"
+        )
+    if seq in marks and marks[seq] != digest:
+        return "it differs from an earlier checkpoint"
+    return None
+
+
+def _end_problem(
+    last: int, last_hash: str, marks: dict, signed: dict | None = None
+) -> tuple[int, str] | None:
     """Does the chain end where the head, and every checkpoint, say it must?"""
+    if signed and (top := max(signed)) > last:
+        when = signed[top][1]
+        if last == 0:
+            return 1, (
+                f"the log is empty, but the checkpoint signed at {when} recorded {top} events: "
+                "it was emptied (truncated)"
+            )
+        return last + 1, (
+            f"events {last + 1} to {top} are missing: the checkpoint signed at {when} recorded "
+            f"event {top}, but the chain ends at {last} (its tail was cut off and the head "
+            "rewound)"
+        )
     if marks and max(marks) > last:
         return last + 1, (
             f"a checkpoint recorded event {max(marks)}, but the chain ends at {last}: "
@@ -300,13 +347,17 @@ def _in_outer_transaction() -> bool:
     return len(connection.atomic_blocks) > 1
 
 
-def verify_chain(*, up_to: int | None = None, chunk: int = 5000) -> ChainResult:
+def verify_chain(
+    *, up_to: int | None = None, chunk: int = 5000, signed: dict[int, tuple[str, str]] | None = None
+) -> ChainResult:
     """Recompute every hash from the first event; name the first event that does not fit."""
-    return verify_range(up_to=up_to, chunk=chunk)
+    return verify_range(up_to=up_to, chunk=chunk, signed=signed)
 
 
 def checkpoint_record(result: ChainResult) -> AuditCheckpoint | None:
-    """Remember how far a full verification reached, so event pages can start from there."""
+    """Remember a verified position in the database, so event pages can start from there.
+
+    Written when a checkpoint is signed; trusted by nothing but those pages."""
     if not result.ok or result.last_seq == 0:
         return None
     checkpoint, _ = AuditCheckpoint.objects.get_or_create(

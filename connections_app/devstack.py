@@ -6,6 +6,7 @@ Both are real servers reached over HTTP; nothing here is a fake.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -188,3 +189,25 @@ def seed_demo_secrets(server_url: str, token: str) -> dict[str, str]:
         "secret/eventbridge/partner-apikey#api_key": "API key value",
         f"{KV1_MOUNT}/eventbridge/partner-v1#api_key": "API key value on a KV v1 mount",
     }
+
+
+AUDIT_POLICY = "eventbridge-audit-checkpoints"
+
+
+def seed_audit_signing(server_url: str, token: str) -> None:
+    """Transit with the ed25519 key that signs audit checkpoints (not exportable, the default),
+    the KV v2 mount of their store, and the app's checkpoint policy (`bao policy read`), as the
+    app's settings name them."""
+    from django.conf import settings
+
+    from .checkpoints import vault_policy
+
+    transit_mount, key = settings.AUDIT_TRANSIT_MOUNT, settings.AUDIT_TRANSIT_KEY
+    store_mount, policy = settings.AUDIT_CHECKPOINT_MOUNT, vault_policy()
+    mounts = json.loads(bao(server_url, token, "secrets", "list", "-format=json"))
+    if f"{transit_mount}/" not in mounts:
+        bao(server_url, token, "secrets", "enable", f"-path={transit_mount}", "transit")
+    if f"{store_mount}/" not in mounts:
+        bao(server_url, token, "secrets", "enable", f"-path={store_mount}", "-version=2", "kv")
+    bao(server_url, token, "write", "-f", f"{transit_mount}/keys/{key}", "type=ed25519")
+    bao(server_url, token, "policy", "write", AUDIT_POLICY, "-", input_text=policy)

@@ -376,9 +376,11 @@ class AuditEvent(models.Model):
 
 
 class AuditCheckpoint(models.Model):
-    """A position up to which verify_audit_chain found the whole chain intact (append-only).
+    """The database's copy of a signed checkpoint (append-only; the signed one is in Vault).
 
-    The event page verifies from the nearest checkpoint instead of from the first event.
+    The event page verifies from the nearest checkpoint instead of from the first event, and
+    appends look here to see whether a new one is due. Nothing else trusts these rows: whoever
+    controls the database can rewrite them; verify_audit_chain reads the signed ones.
     """
 
     seq = models.BigIntegerField(unique=True)

@@ -1,14 +1,15 @@
 """The task worker's jobs (django-q2, ORM broker): each one a thin call into the services.
 
 Schedules (Django admin, Django Q, Scheduled tasks) are made by migration and run them:
-`sweep_all` every SWEEP_MINUTES, `follow_states` every minute, `expire` every five minutes.
+`sweep_all` every SWEEP_MINUTES, `follow_states` every minute, `expire` and `checkpoint` every
+five minutes.
 """
 
 from __future__ import annotations
 
 from django_q.tasks import async_task
 
-from . import services
+from . import checkpoints, services
 from .models import Target
 
 
@@ -35,3 +36,9 @@ def follow_states() -> int:
 
 def expire() -> int:
     return services.requests_expire_due()
+
+
+def checkpoint() -> str:
+    """Sign and store the audit chain's head when N events or M minutes have passed."""
+    signed = checkpoints.checkpoint_if_due()
+    return f"signed at event {signed.seq}" if signed else "not due"

@@ -5,6 +5,7 @@ Secret values read here live in memory for one call and are never logged, stored
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import threading
@@ -302,9 +303,22 @@ def _translate(exc: hvac.exceptions.VaultError) -> VaultError:
 
 def _get(path: str) -> tuple[int, dict]:
     """GET /v1/<path>; returns (status, json) without raising on 404."""
+    return _request("GET", path)
+
+
+def _request(
+    method: str,
+    path: str,
+    body: dict | None = None,
+    *,
+    accept=(200, 204, 404),
+    denied: str = "",
+) -> tuple[int, dict]:
+    """<method> /v1/<path>; returns (status, json) for the `accept`ed statuses. `denied` says
+    what the policy refused, in the words of the operation, when Vault answers 403."""
 
     def do(client: hvac.Client):
-        response = client.adapter.get(f"/v1/{path}", raise_exception=False)
+        response = client.adapter.request(method, f"/v1/{path}", json=body, raise_exception=False)
         if isinstance(response, dict):
             return 200, response
         if response.status_code == 403:
@@ -312,16 +326,18 @@ def _get(path: str) -> tuple[int, dict]:
         if response.status_code == 503:
             raise hvac.exceptions.VaultDown()
         try:
-            body = response.json()
+            answer = response.json()
         except ValueError:
-            body = {}
-        if response.status_code not in (200, 204, 404):
+            answer = {}
+        if response.status_code not in accept:
             raise hvac.exceptions.UnexpectedError()
-        return response.status_code, body or {}
+        return response.status_code, answer or {}
 
     try:
         return _client.call(do)
     except hvac.exceptions.VaultError as exc:
+        if denied and isinstance(exc, hvac.exceptions.Forbidden):
+            raise VaultPermissionDenied(denied, code="policy_denies") from None
         raise _translate(exc) from None
     except requests.RequestException:
         raise _unreachable() from None
@@ -579,6 +595,168 @@ def check_all(refs: list[Reference], *, digest=None) -> dict[Reference, SecretIn
                 info = replace(info, fingerprint=digest(found.value))
             answers[ref] = info
     return answers
+
+
+# ---------------------------------------------------------------------------
+# Audit checkpoints: a Transit key signs them, a KV v2 path keeps them (connections_app.checkpoints)
+
+
+def _first_error(body: dict) -> str:
+    errors = body.get("errors") or []
+    return str(errors[0]).strip() if errors else ""
+
+
+def transit_sign(mount: str, key: str, message: bytes) -> str:
+    """Sign `message` with a Transit key; returns Vault's "vault:v<version>:<base64>"."""
+    status, body = _request(
+        "POST",
+        f"{mount}/sign/{key}",
+        {"input": base64.b64encode(message).decode()},
+        accept=(200, 400, 404),
+        denied=f"Vault's policy does not let the app sign with Transit key {mount}/keys/{key} "
+        f"(it needs update on {mount}/sign/{key}).",
+    )
+    if status == 404:
+        raise _transit_missing(mount)
+    if status == 400:
+        error = _first_error(body)
+        if "not found" in error:
+            raise _key_missing(mount, key)
+        raise VaultError(
+            f"Transit key {mount}/keys/{key} cannot sign: {error or 'Vault refused'}.",
+            code="signing_key_unusable",
+        )
+    signature = (body.get("data") or {}).get("signature")
+    if not isinstance(signature, str):
+        raise VaultError("Vault's answer to a Transit sign has no signature.", code="unexpected")
+    return signature
+
+
+def transit_public_keys(mount: str, key: str) -> tuple[str, dict[int, bytes]]:
+    """A Transit key's type and its public keys by version (the private key never leaves)."""
+    status, body = _request(
+        "GET",
+        f"{mount}/keys/{key}",
+        denied=f"Vault's policy does not let the app read Transit key {mount}/keys/{key} "
+        "(it needs read on that path to check signatures).",
+    )
+    if status == 404:
+        if "no handler for route" in _first_error(body):
+            raise _transit_missing(mount)
+        raise _key_missing(mount, key)
+    data = body.get("data") or {}
+    keys = {}
+    try:
+        for version, entry in (data.get("keys") or {}).items():
+            if isinstance(entry, dict) and entry.get("public_key"):
+                keys[int(version)] = base64.b64decode(entry["public_key"])
+    except (ValueError, TypeError):
+        raise VaultError(
+            f"Vault's answer for Transit key {mount}/keys/{key} has malformed public keys.",
+            code="unexpected",
+        ) from None
+    return str(data.get("type") or ""), keys
+
+
+def _transit_missing(mount: str) -> VaultError:
+    return VaultError(
+        f"No Transit secrets engine is mounted at {mount}/ (bao secrets enable -path={mount} "
+        "transit).",
+        code="transit_not_mounted",
+    )
+
+
+def _key_missing(mount: str, key: str) -> VaultError:
+    return VaultError(
+        f"Transit key {mount}/keys/{key} does not exist (bao write -f {mount}/keys/{key} "
+        "type=ed25519).",
+        code="signing_key_missing",
+    )
+
+
+def _kv2_mount(mount: str, path: str) -> None:
+    """The store must be on a KV v2 mount: versions tell a first write from an overwrite."""
+    try:
+        found, version = _mount_for(f"{mount}/{path}")
+    except VaultPermissionDenied as exc:
+        if exc.code != "mount_not_found":  # a failed login says so itself
+            raise
+        raise VaultPermissionDenied(
+            f"The app's token may not use the checkpoint store {mount}/{path}: the token is "
+            f"invalid, or its policy grants nothing there (it needs create and read on "
+            f"{mount}/data/{path}/*, list on {mount}/metadata/{path}/*).",
+            code="policy_denies",
+        ) from None
+    if version != 2:
+        raise VaultError(
+            f"The audit checkpoint store {found}/ is a KV v{version} mount; it needs KV v2.",
+            code="store_not_kv2",
+        )
+
+
+def store_list(mount: str, path: str) -> list[str]:
+    """The entries under a KV v2 path (none when it does not exist yet)."""
+    _kv2_mount(mount, path)
+    # GET ?list=true rather than the LIST verb, which proxies in front of Vault may refuse.
+    status, body = _request(
+        "GET",
+        f"{mount}/metadata/{path}?list=true",
+        denied=f"Vault's policy does not let the app list the checkpoint store {mount}/{path} "
+        f"(it needs list on {mount}/metadata/{path}/*).",
+    )
+    if status == 404:
+        return []
+    return [str(name) for name in (body.get("data") or {}).get("keys") or []]
+
+
+def store_read(mount: str, path: str) -> tuple[dict, int] | None:
+    """An entry's data and version number, or None when it has none (absent or deleted)."""
+    status, body = _request(
+        "GET",
+        f"{mount}/data/{path}",
+        denied=f"Vault's policy does not let the app read {mount}/{path} (it needs read on "
+        f"{mount}/data/...).",
+    )
+    data = body.get("data") or {}
+    if status != 200 or not isinstance(data.get("data"), dict):
+        return None
+    return data["data"], int((data.get("metadata") or {}).get("version") or 0)
+
+
+def store_read_many(mount: str, paths: list[str]) -> list[tuple[dict, int] | None]:
+    """store_read of many entries, a few at a time."""
+    return list(_readers.map(lambda path: store_read(mount, path), paths))
+
+
+def store_create(mount: str, path: str, data: dict[str, str]) -> bool:
+    """Write a new entry (check-and-set 0: only if it does not exist yet). False when it already
+    exists: the app's policy lets it create entries, never update them."""
+    try:
+        status, body = _request(
+            "POST",
+            f"{mount}/data/{path}",
+            {"options": {"cas": 0}, "data": data},
+            accept=(200, 204, 400),
+        )
+    except VaultPermissionDenied as exc:
+        if exc.code != VaultPermissionDenied.code:  # a failed login says so itself
+            raise
+        # A create-only policy refuses a write to an existing entry as an update.
+        if store_read(mount, path) is not None:
+            return False
+        raise VaultPermissionDenied(
+            f"Vault's policy does not let the app create entries in the checkpoint store "
+            f"{mount}/{path.rsplit('/', 1)[0]} (it needs create on {mount}/data/...).",
+            code="policy_denies",
+        ) from None
+    if status == 400:
+        if "check-and-set" in _first_error(body):
+            return False
+        raise VaultError(
+            f"Vault refused the checkpoint {mount}/{path}: {_first_error(body) or 'bad request'}.",
+            code="store_refused",
+        )
+    return True
 
 
 @sensitive_variables()

@@ -4,6 +4,7 @@ and AWS pointed at a closed loopback port, so nothing reaches a developer's own 
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import uuid
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from connections_app import devstack, eventbridge, health, roles, vault
+from connections_app import checkpoints, devstack, eventbridge, health, roles, vault
 from tests import faults
 from tests.faults import FaultProxy
 
@@ -23,7 +24,10 @@ MOTO_EXT = str(Path(__file__).with_name("moto_ext.py"))
 
 @pytest.fixture(scope="session")
 def openbao():
+    """The session's OpenBao, with Transit and the key that signs audit checkpoints, as the dev
+    stack has them."""
     server = devstack.start_openbao()
+    devstack.seed_audit_signing(server.url, server.extra["token"])
     yield server
     server.stop()
 
@@ -84,6 +88,8 @@ def _no_outside_calls(settings, monkeypatch):
     closed = f"http://127.0.0.1:{faults.closed_port()}"
     _point_at(settings, monkeypatch, vault_url=closed, vault_token="none", aws_url=closed)
     yield
+    checkpoints.join_background(30)  # nothing signs into the next test's database or store
+    checkpoints.reset()
     vault.reset_client()
     eventbridge.reset_clients()
     health.reset()
@@ -91,9 +97,11 @@ def _no_outside_calls(settings, monkeypatch):
 
 @pytest.fixture
 def servers(openbao, moto, canaries, settings, monkeypatch, _no_outside_calls):
-    """The session's OpenBao (seeded with the canaries) and moto, for this test."""
+    """The session's OpenBao (seeded with the canaries) and moto, for this test, with a
+    checkpoint store of its own (the test's database starts empty; the store would not)."""
     token = openbao.extra["token"]
     _point_at(settings, monkeypatch, vault_url=openbao.url, vault_token=token, aws_url=moto.url)
+    settings.AUDIT_CHECKPOINT_PATH = f"audit-checkpoints/test-{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture
@@ -102,6 +110,30 @@ def bao_cli(openbao):
         return devstack.bao(openbao.url, openbao.extra["token"], *args, input_text=input_text)
 
     return run
+
+
+@pytest.fixture
+def checkpoint_approle(servers, bao_cli, settings):
+    """The app logged in with an AppRole whose only policy is the checkpoint policy (what
+    `audit_checkpoint --policy` prints); yields its role id, secret id and mount."""
+    mount = f"approle-{uuid.uuid4().hex[:8]}"
+    policy = f"checkpoints-{mount}"
+    bao_cli("auth", "enable", f"-path={mount}", "approle")
+    bao_cli("policy", "write", policy, "-", input_text=checkpoints.vault_policy())
+    bao_cli("write", f"auth/{mount}/role/app", f"token_policies={policy}", "token_ttl=1h")
+    role_id = json.loads(bao_cli("read", "-format=json", f"auth/{mount}/role/app/role-id"))
+    secret_id = json.loads(
+        bao_cli("write", "-f", "-format=json", f"auth/{mount}/role/app/secret-id")
+    )
+    settings.VAULT_TOKEN = ""
+    settings.VAULT_APPROLE_MOUNT = mount
+    settings.VAULT_ROLE_ID = role_id["data"]["role_id"]
+    settings.VAULT_SECRET_ID = secret_id["data"]["secret_id"]
+    vault.reset_client()
+    yield role_id["data"]["role_id"], secret_id["data"]["secret_id"], mount
+    vault.reset_client()
+    bao_cli("auth", "disable", mount)
+    bao_cli("policy", "delete", policy)
 
 
 @pytest.fixture

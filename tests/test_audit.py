@@ -1,5 +1,7 @@
 """The audit log: append-only, hash-chained, verified by verify_audit_chain."""
 
+import io
+
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -8,7 +10,7 @@ from django.db import connection, transaction
 from connections_app import audit, services
 from connections_app import document as doc
 from connections_app.models import AppendOnlyError, AuditEvent
-from tests import rawsql
+from tests import rawsql, tamper
 
 pytestmark = [pytest.mark.usefixtures("servers"), pytest.mark.django_db]
 
@@ -154,12 +156,19 @@ def _insert_sealed(seq: int, prev_hash: str, created_at) -> None:
     AuditEvent.objects.bulk_create([AuditEvent(**fields)])
 
 
-def test_tail_cut_off_with_the_head_rewound_is_caught(chain):
-    call_command("verify_audit_chain")  # leaves a checkpoint at event 6
+def test_tail_cut_off_with_the_head_rewound_is_caught_by_a_database_checkpoint(chain):
+    audit.checkpoint_record(audit.verify_chain())  # the database's own checkpoint at event 6
     _drop_trigger()
     rawsql.execute("DELETE FROM connections_app_auditevent WHERE id > 3")
     audit.advance_head(3, chain[2].hash)
     with pytest.raises(CommandError, match="broken at event 4: a checkpoint recorded event 6"):
+        call_command("verify_audit_chain")
+
+
+def test_tail_cut_off_with_the_head_rewound_is_caught_by_the_signed_checkpoint(chain):
+    call_command("audit_checkpoint", stdout=io.StringIO())  # signed, at event 6, in Vault
+    tamper.cut_tail(3)  # the database's own checkpoint at 6 goes too
+    with pytest.raises(CommandError, match="broken at event 4: events 4 to 6 are missing"):
         call_command("verify_audit_chain")
 
 

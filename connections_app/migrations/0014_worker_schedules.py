@@ -6,6 +6,7 @@ SCHEDULES = [
     ("Sweep every target", "connections_app.tasks.sweep_all", settings.SWEEP_MINUTES),
     ("Follow connections in a passing state", "connections_app.tasks.follow_states", 1),
     ("Expire requests past their time", "connections_app.tasks.expire", 5),
+    ("Sign a due audit checkpoint", "connections_app.tasks.checkpoint", 5),
 ]
 
 

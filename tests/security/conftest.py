@@ -17,7 +17,8 @@ from connections_app import devstack
 from tests.security.canary import make_canary
 
 SECTIONS = (
-    "flows swept", "canary hits", "faults", "hostile inputs", "abuse", "configuration"
+    "flows swept", "canary hits", "faults", "hostile inputs", "abuse", "audit tampering",
+    "configuration",
 )  # fmt: skip
 REPORT_FILE = "security-report.txt"
 

@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 
-from connections_app import devstack, roles
+from connections_app import checkpoints, devstack, roles
 
 DEMO_USERS = [
     ("requester", [roles.REQUESTERS], False),
@@ -42,6 +42,7 @@ class Command(BaseCommand):
                 bao = devstack.start_openbao(port=8200)
                 started.append(bao)
                 refs = devstack.seed_demo_secrets(bao.url, bao.extra["token"])
+                devstack.seed_audit_signing(bao.url, bao.extra["token"])
                 env.update(VAULT_ADDR=bao.url, VAULT_TOKEN=bao.extra["token"])
             else:
                 refs = {}
@@ -103,6 +104,10 @@ class Command(BaseCommand):
             w("Demo Vault references:")
             for ref, what in refs.items():
                 w(f"  {ref:55} {what}")
+            w(
+                f"Audit checkpoints: signed with Transit key {checkpoints.key_location()}, kept "
+                f"in {checkpoints.store_location()} (policy {devstack.AUDIT_POLICY})"
+            )
         w("")
         w("For the bao and aws command lines against this stack:")
         w(f"  export VAULT_ADDR={env.get('VAULT_ADDR', '')}")
