@@ -21,4 +21,4 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
 
 # Tasks run at once, in the process that enqueues them; the worker tests start a real
 # `qcluster` process with the settings of the main configuration instead.
-Q_CLUSTER = {**Q_CLUSTER, "sync": True}  # noqa: F405
+Q_CLUSTER = {**Q_CLUSTER, "sync": os.environ.get("Q_CLUSTER_SYNC", "1") == "1"}  # noqa: F405

@@ -3,6 +3,7 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
 
@@ -17,9 +18,18 @@ class Target(models.Model):
     )
     region = models.CharField(max_length=32)
     role_arn = models.CharField(
-        max_length=2048, blank=True, help_text="Empty: this app's own credentials."
+        max_length=2048,
+        blank=True,
+        help_text="Empty: this app's own credentials.",
+        validators=[RegexValidator(r"^arn:aws[\w-]*:iam::\d{12}:role/[\w+=,.@/-]+$")],
     )
-    external_id = models.CharField(max_length=1224, blank=True)
+    # sts:AssumeRole's own rules for ExternalId (2-1224 characters of this set).
+    external_id = models.CharField(
+        max_length=1224,
+        blank=True,
+        validators=[RegexValidator(r"^[\w+=,.@:/-]{2,}$")],
+        help_text="The external ID the role's trust policy requires (sts:ExternalId).",
+    )
     # Only members of these groups (holding the approve permission) may approve its changes;
     # none: every approver may.
     approver_groups = models.ManyToManyField("auth.Group", blank=True, related_name="+")

@@ -1,0 +1,358 @@
+"""The fleet: targets reached through AssumeRole (moto honours it, the extension checks the
+external ID), sweeps of their connections, drift from Vault, adoption and the home page."""
+
+import secrets
+import uuid
+
+import boto3
+import pytest
+import requests
+from django.urls import reverse
+
+from connections_app import audit, services, tasks
+from connections_app import document as doc
+from connections_app.models import AuditEvent, Connection, ConnectionRequest, Sweep, Target
+
+R = ConnectionRequest
+pytestmark = [pytest.mark.usefixtures("servers"), pytest.mark.django_db]
+
+
+def _account() -> str:
+    """A fresh moto account for each target: nothing another test made is in it."""
+    return f"{secrets.randbelow(9 * 10**11) + 10**11}"
+
+
+@pytest.fixture
+def target_factory(moto):
+    def make(*, deny: bool = False, external_id: str = "ext-42", name: str = "") -> Target:
+        account = _account()
+        role = f"arn:aws:iam::{account}:role/eventbridge-connections"
+        trust = {"role_arn": role, **({"deny": True} if deny else {"external_id": external_id})}
+        requests.post(f"{moto.url}/moto-ext/sts/role", json=trust, timeout=10).raise_for_status()
+        return Target.objects.create(
+            name=name or f"t-{uuid.uuid4().hex[:6]}",
+            region="us-east-1",
+            role_arn=role,
+            external_id=external_id,
+        )
+
+    return make
+
+
+def _aws(target: Target, service: str = "events"):
+    """A client acting in the target's account, as a person with its role would."""
+    sts = boto3.client("sts")
+    creds = sts.assume_role(
+        RoleArn=target.role_arn, RoleSessionName="test", ExternalId=target.external_id
+    )["Credentials"]
+    return boto3.client(
+        service,
+        region_name=target.region,
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"],
+    )
+
+
+@pytest.fixture
+def approver2(user_factory):
+    return user_factory("approver2", groups=["connection-approvers"])
+
+
+def _made(target, requester, approver, make_document, **kwargs):
+    request = services.request_create(
+        requester=requester, document=make_document(**kwargs), target=target
+    )
+    request = services.request_approve(
+        request=request, approver=approver, seen_hash=request.document_hash
+    )
+    assert request.status == R.CREATED, request.error_message
+    return request.connection
+
+
+def _sweep(target) -> Sweep:
+    swept = services.sweep_target(target.pk)
+    assert swept is not None
+    return swept
+
+
+# ---------------------------------------------------------------------------
+# Targets
+
+
+def test_a_change_reaches_the_targets_own_account(
+    target_factory, requester, approver, make_document
+):
+    partner = target_factory()
+    made = _made(partner, requester, approver, make_document)
+    assert f":{partner.role_arn.split(':')[4]}:" in made.arn  # the partner's account id
+    names = [c["Name"] for c in _aws(partner).list_connections()["Connections"]]
+    assert names == [made.name]
+    own = [c["Name"] for c in boto3.client("events").list_connections()["Connections"]]
+    assert made.name not in own
+    assert audit.verify_chain().ok
+
+
+def test_names_are_unique_per_target(target_factory, requester, approver, make_document):
+    first, second = target_factory(), target_factory()
+    one = _made(first, requester, approver, make_document, name="shared-name")
+    two = _made(second, requester, approver, make_document, name="shared-name")
+    assert one.arn != two.arn
+    with pytest.raises(services.DocumentInvalid) as info:
+        services.request_create(
+            requester=requester, document=make_document(name="shared-name"), target=first
+        )
+    assert {i.code for i in info.value.issues} >= {"name_taken"}
+
+
+def test_a_role_that_cannot_be_assumed_is_named(target_factory):
+    wrong = target_factory(deny=True)
+    swept = _sweep(wrong)
+    assert not swept.ok and "could not be assumed" in swept.error
+
+
+def test_approvers_may_be_limited_to_targets(
+    target_factory, requester, approver, approver2, make_document
+):
+    from django.contrib.auth.models import Group
+
+    partner = target_factory()
+    team = Group.objects.create(name="partner-approvers")
+    partner.approver_groups.add(team)
+    approver2.groups.add(team)
+    request = services.request_create(requester=requester, document=make_document(), target=partner)
+    with pytest.raises(services.ActionRefused) as info:
+        services.request_approve(
+            request=request, approver=approver, seen_hash=request.document_hash
+        )
+    assert info.value.code == "not_target_approver"
+    approver2 = type(approver2).objects.get(pk=approver2.pk)  # fresh group cache
+    done = services.request_approve(
+        request=request, approver=approver2, seen_hash=request.document_hash
+    )
+    assert done.status == R.CREATED
+
+
+# ---------------------------------------------------------------------------
+# Sweeps
+
+
+def test_unmanaged_connection_is_listed_and_can_be_adopted(
+    target_factory, requester, approver, approver2, approver_client, canaries
+):
+    partner = target_factory()
+    _aws(partner).create_connection(
+        Name="made-by-hand",
+        AuthorizationType="API_KEY",
+        AuthParameters={"ApiKeyAuthParameters": {"ApiKeyName": "x-key", "ApiKeyValue": "hand"}},
+    )
+    swept = _sweep(partner)
+    assert swept.ok and swept.figures["unmanaged_found"] == 1
+    found = Connection.objects.get(target=partner, name="made-by-hand")
+    assert not found.managed and found.document == {}
+    page = approver_client.get(reverse("connection_detail", args=[found.pk])).content.decode()
+    assert (
+        'data-testid="unmanaged"' in page and reverse("connection_adopt", args=[found.pk]) in page
+    )
+    form = approver_client.get(reverse("connection_adopt", args=[found.pk])).content.decode()
+    assert 'value="x-key"' in form  # pre-filled from describe_connection; the secret is not
+
+    document = doc.comparable(_aws(partner).describe_connection(Name="made-by-hand"))
+    document["AuthParameters"]["ApiKeyAuthParameters"]["ApiKeyValue"] = {
+        "vault": "secret/canary/apikey#api_key",
+        "version": None,
+    }
+    adopt = services.change_file(
+        connection=found, requester=approver, kind="adopt", document=document
+    )
+    assert adopt.kind == R.UPDATE
+    with pytest.raises(services.ActionRefused):  # four eyes: the adopting approver may not
+        services.request_approve(request=adopt, approver=approver, seen_hash=adopt.document_hash)
+    done = services.request_approve(
+        request=adopt, approver=approver2, seen_hash=adopt.document_hash
+    )
+    assert done.status == R.DONE, done.error_message
+    found.refresh_from_db()
+    assert found.managed and found.document["AuthParameters"]
+    stored = _aws(partner, "secretsmanager").get_secret_value(SecretId=found.secret_arn)
+    assert canaries["api_key"] in stored["SecretString"]
+    with pytest.raises(services.ActionRefused) as info:
+        services.change_file(connection=found, requester=approver, kind="adopt", document=document)
+    assert info.value.code in ("managed", "open_change")
+
+
+def test_a_vault_write_flags_drift_at_the_next_sweep(
+    target_factory, requester, approver, make_document, bao_cli, requester_client
+):
+    partner = target_factory()
+    path = f"secret/fleet/{uuid.uuid4().hex[:8]}"
+    bao_cli("kv", "put", path, "api_key=first")
+    document = make_document()
+    document["AuthParameters"]["ApiKeyAuthParameters"]["ApiKeyValue"] = {
+        "vault": f"{path}#api_key",
+        "version": None,
+    }
+    request = services.request_create(requester=requester, document=document, target=partner)
+    made = services.request_approve(
+        request=request, approver=approver, seen_hash=request.document_hash
+    ).connection
+    assert _sweep(partner).figures["drifted"] == 0
+
+    bao_cli("kv", "put", path, "api_key=second")
+    swept = _sweep(partner)
+    assert swept.figures["drifted"] == 1
+    made.refresh_from_db()
+    [drift] = made.drift
+    assert (drift["vault"], drift["pushed"], drift["current"]) == (f"{path}#api_key", 1, 2)
+    event = AuditEvent.objects.filter(arn=made.arn, action="connection.sweep.drift").get()
+    assert "second" not in event.data and "first" not in event.data
+    page = requester_client.get(reverse("connection_detail", args=[made.pk])).content.decode()
+    assert 'data-testid="propose-rotation"' in page
+
+    # Propose rotation files the rotate change; once pushed, the drift is gone.
+    change = services.change_file(
+        connection=made,
+        requester=requester,
+        kind=R.ROTATE,
+        document=services.rotation_document(made, {}),
+    )
+    from django.contrib.auth import get_user_model
+
+    other = get_user_model().objects.create_user("approver3")
+    other.groups.add(*approver.groups.all())
+    services.request_approve(request=change, approver=other, seen_hash=change.document_hash)
+    made.refresh_from_db()
+    assert made.drift == []
+    assert _sweep(partner).figures["drifted"] == 0
+
+
+def test_a_deleted_or_destroyed_version_is_drift(
+    target_factory, requester, approver, make_document, bao_cli
+):
+    partner = target_factory()
+    path = f"secret/fleet/{uuid.uuid4().hex[:8]}"
+    bao_cli("kv", "put", path, "api_key=only")
+    document = make_document()
+    document["AuthParameters"]["ApiKeyAuthParameters"]["ApiKeyValue"] = {
+        "vault": f"{path}#api_key",
+        "version": None,
+    }
+    request = services.request_create(requester=requester, document=document, target=partner)
+    made = services.request_approve(
+        request=request, approver=approver, seen_hash=request.document_hash
+    ).connection
+    bao_cli("kv", "destroy", "-versions=1", path)
+    _sweep(partner)
+    made.refresh_from_db()
+    assert made.drift and made.drift[0]["why"] == "pushed version deleted or destroyed"
+
+
+def test_kv_v1_drift_is_seen_by_fingerprint(
+    target_factory, requester, approver, make_document, bao_cli
+):
+    from tests.conftest import KV1
+
+    partner = target_factory()
+    path = f"{KV1}/fleet-{uuid.uuid4().hex[:8]}"
+    bao_cli("kv", "put", path, "api_key=one")
+    document = make_document()
+    document["AuthParameters"]["ApiKeyAuthParameters"]["ApiKeyValue"] = {
+        "vault": f"{path}#api_key",
+        "version": None,
+    }
+    request = services.request_create(requester=requester, document=document, target=partner)
+    made = services.request_approve(
+        request=request, approver=approver, seen_hash=request.document_hash
+    ).connection
+    assert _sweep(partner).figures["drifted"] == 0
+    bao_cli("kv", "put", path, "api_key=two")
+    _sweep(partner)
+    made.refresh_from_db()
+    assert made.drift[0]["why"] == "value changed"
+
+
+def test_changed_and_deleted_outside_are_flagged(
+    target_factory, requester, approver, make_document
+):
+    partner = target_factory()
+    changed = _made(partner, requester, approver, make_document, name="edited-by-hand")
+    deleted = _made(partner, requester, approver, make_document, name="deleted-by-hand")
+    quiet = _made(partner, requester, approver, make_document, name="left-alone")
+    first = _sweep(partner)
+    assert first.ok and first.figures["changed_outside"] == 0
+
+    aws = _aws(partner)
+    aws.update_connection(Name="edited-by-hand", Description="edited in the console")
+    aws.delete_connection(Name="deleted-by-hand")
+    aws.list_connections()  # settles DELETING: gone
+    swept = _sweep(partner)
+    assert (swept.figures["changed_outside"], swept.figures["deleted_outside"]) == (1, 1)
+    changed.refresh_from_db()
+    deleted.refresh_from_db()
+    quiet.refresh_from_db()
+    assert changed.changed_outside and not quiet.changed_outside
+    assert deleted.deleted_outside and deleted.state == "DELETED"
+    actions = set(AuditEvent.objects.filter(arn=changed.arn).values_list("action", flat=True))
+    assert "connection.sweep.changed_outside" in actions
+    # describe_connection only where LastModifiedTime moved: the edited one.
+    assert swept.figures["aws_calls"] == 2  # one list page, one describe
+    assert audit.verify_chain().ok
+
+
+def test_a_target_that_cannot_be_assumed_holds_up_no_other(
+    target_factory, requester, approver, make_document
+):
+    good = target_factory()
+    bad = target_factory(deny=True)
+    _made(good, requester, approver, make_document)
+    tasks.sweep_all()  # the tasks run at once in tests (Q_CLUSTER sync)
+    good_sweep = Sweep.objects.filter(target=good).get()
+    bad_sweep = Sweep.objects.filter(target=bad).get()
+    assert good_sweep.ok and good_sweep.figures["listed"] == 1
+    assert not bad_sweep.ok and "could not be assumed" in bad_sweep.error
+    failure = AuditEvent.objects.filter(action="connection.sweep", outcome="failure").get()
+    assert bad.name in failure.data
+
+
+def test_a_target_being_swept_is_not_swept_twice(target_factory):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    partner = target_factory()
+    Target.objects.filter(pk=partner.pk).update(
+        sweep_owner="another-worker", sweep_lease_until=timezone.now() + timedelta(minutes=1)
+    )
+    assert services.sweep_target(partner.pk) is None
+    assert not Sweep.objects.filter(target=partner).exists()
+
+
+# ---------------------------------------------------------------------------
+# The home page
+
+
+def test_home_page_counts_per_target_with_links(
+    target_factory, requester, approver, make_document, approver_client
+):
+    partner = target_factory(name="partner-home")
+    _made(partner, requester, approver, make_document, name="home-a")
+    services.request_create(
+        requester=requester, document=make_document(name="home-pending"), target=partner
+    )
+    _aws(partner).create_connection(
+        Name="home-hand",
+        AuthorizationType="API_KEY",
+        AuthParameters={"ApiKeyAuthParameters": {"ApiKeyName": "k", "ApiKeyValue": "v"}},
+    )
+    _sweep(partner)
+    response = approver_client.get(reverse("home"))
+    page = response.content.decode()
+    row = page[page.index('data-testid="target-partner-home"') :].split("</tr>")[0]
+    assert f'?target={partner.pk}&amp;state=AUTHORIZED">2<' in row  # home-a and home-hand
+    assert f'{reverse("approval_queue")}?target={partner.pk}">1<' in row
+    assert 'data-testid="partner-home-unmanaged">1<' in row
+    assert "ok" in row
+    listed = approver_client.get(
+        reverse("connection_list"), {"target": partner.pk, "state": "unmanaged"}
+    ).content.decode()
+    assert "home-hand" in listed and "home-a" not in listed
