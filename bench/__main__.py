@@ -13,7 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("approve", "load", "audit")
+SECTIONS = ("approve", "load", "audit", "fleet")
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/bench"
 
 

@@ -4,7 +4,8 @@ gunicorn runs config.settings (DEBUG off, PostgreSQL, whitenoise manifest) on a 
 port behind a pretend TLS proxy (`X-Forwarded-Proto: https`). BENCH_LOAD_USERS users (default 50)
 sign in first; then each loops pausing 0.5-1.5 s between requests to the request form (GET and
 POST, following the redirect like a browser), the approval queue, request pages, the connections
-list and connection pages (each asks AWS for the API destinations using it), and the audit log.
+list and connection pages (each asks AWS for the API destinations using it), the home page of the
+fleet, and the audit log.
 The window is bounded by BENCH_LOAD_SECONDS (default 60) after a BENCH_LOAD_WARMUP (default 5 s,
 not measured) and by BENCH_LOAD_MAX_REQUESTS; latency is measured by the client. An error is
 a timeout, a failed connection, an unexpected status or a seeded secret value in a response.
@@ -46,10 +47,12 @@ HOST = "127.0.0.1"
 SECRET_PATH = "secret/bench-load/partner"
 # What each role does, with weights; "post" is a form post followed by its redirect.
 ACTIONS = {
-    "requester": (("form", 4), ("post", 2), ("own", 4), ("connections", 1), ("connection", 1)),
-    "approver": (("queue", 5), ("pending", 4), ("audit", 1), ("connection", 1)),
-    "auditor": (("audit", 7), ("any", 3), ("connections", 1)),
-}
+    "requester": (
+        ("form", 4), ("post", 2), ("own", 4), ("connections", 1), ("connection", 1), ("home", 1),
+    ),
+    "approver": (("queue", 5), ("pending", 4), ("audit", 1), ("connection", 1), ("home", 1)),
+    "auditor": (("audit", 7), ("any", 3), ("connections", 1), ("home", 1)),
+}  # fmt: skip
 CONNECTIONS = 5  # made through an approval before the run, for the connection pages
 DETAIL = re.compile(r"^/requests/(\d+)/$")
 
@@ -240,6 +243,8 @@ class Load:
                 self.timed(browser, "request", "GET", f"/requests/{rng.choice(self.pending)}/")
             elif action == "audit":
                 self.timed(browser, "audit", "GET", "/audit/")
+            elif action == "home":
+                self.timed(browser, "home", "GET", "/")
             elif action == "connections":
                 self.timed(browser, "conns", "GET", "/connections/")
             elif action == "connection":

@@ -176,6 +176,7 @@ AXES_CLIENT_IP_CALLABLE = "connections_app.signin.client_address"
 AXES_USERNAME_CALLABLE = "connections_app.signin.username_key"  # keyed digests, never the text
 AXES_LOCKOUT_CALLABLE = "connections_app.signin.lockout_response"
 AXES_DISABLE_ACCESS_LOG = True  # successful sign-ins would be stored with their usernames
+AXES_VERBOSE = False  # its banner on every command, and a line per sign-in
 AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "old_password", "new_password1",
                              "new_password2", "csrfmiddlewaretoken"]  # fmt: skip
 LOGIN_SLOWDOWN_STEP = env.float("LOGIN_SLOWDOWN_STEP_SECONDS", default=0.5)  # per failure

@@ -140,13 +140,16 @@ def _session(target) -> boto3.session.Session:
 
 
 def _client(target, service: str, *, retries: bool = True):
-    """One client per target (as configured now), service and retry policy."""
+    """One client per target (as configured now), service and retry policy; the clients of a
+    target share one session, and so one set of assumed-role credentials."""
     who = (target.pk, target.role_arn, target.external_id, target.region) if target else None
     key = (who, service, retries)
     with _lock:
         if key not in _clients:
+            if (who, "session") not in _clients:
+                _clients[who, "session"] = _session(target)
             region = target.region if target is not None else settings.AWS_REGION
-            _clients[key] = _session(target).client(
+            _clients[key] = _clients[who, "session"].client(
                 service, config=_config(region, retries=retries)
             )
         return _clients[key]

@@ -11,6 +11,7 @@ from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 
 from connections_app import checkpoints, devstack, roles
+from connections_app.models import Target
 
 DEMO_USERS = [
     ("requester", [roles.REQUESTERS], False),
@@ -19,6 +20,8 @@ DEMO_USERS = [
     ("admin", [], True),
 ]
 DEFAULT_DEMO_PASSWORD = "demo-password-123"
+# Two more accounts for the fleet, in moto (the default target is the app's own credentials).
+DEMO_TARGETS = [("partner-a", "111111111111"), ("partner-b", "222222222222")]
 MOTO_EXT = Path(__file__).resolve().parents[3] / "tests" / "moto_ext.py"
 AWS_KEYS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_EVENTS", "AWS_ACCESS_KEY_ID", "AWS_PROFILE")
 
@@ -61,12 +64,18 @@ class Command(BaseCommand):
                     AWS_REGION=env.get("AWS_REGION", "us-east-1"),
                     AWS_DEFAULT_REGION=env.get("AWS_REGION", "us-east-1"),
                 )
+                self._demo_targets(moto.url, env["AWS_REGION"])
             else:
                 self.stdout.write("Using the AWS settings from the environment (nothing started).")
             password = os.environ.get("DEMO_PASSWORD") or DEFAULT_DEMO_PASSWORD
             self._demo_users(password)
             self._report(env, refs, port, password)
             if serve:
+                # The task worker (sweeps, state follow-up, expiry, audit checkpoints), then
+                # the app; both stop with the stack.
+                worker = subprocess.Popen(
+                    [sys.executable, "manage.py", "qcluster"], env=env, start_new_session=True
+                )
                 app = subprocess.Popen(
                     [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
                     env=env,
@@ -74,9 +83,10 @@ class Command(BaseCommand):
                 try:
                     app.wait()
                 finally:
-                    if app.poll() is None:
-                        app.terminate()
-                        app.wait(10)
+                    for proc in (app, worker):
+                        if proc.poll() is None:
+                            proc.terminate()
+                            proc.wait(15)
             else:
                 signal.pause()
         except KeyboardInterrupt:
@@ -85,6 +95,39 @@ class Command(BaseCommand):
             for server in reversed(started):
                 server.stop()
             self.stdout.write("Dev stack stopped.")
+
+    def _demo_targets(self, moto_url: str, region: str) -> None:
+        """Two demo accounts reached through AssumeRole (moto honours it; the extension checks
+        the external ID), one of them with a connection made by hand for a sweep to find."""
+        import json
+        import urllib.request
+
+        for name, account in DEMO_TARGETS:
+            role = f"arn:aws:iam::{account}:role/eventbridge-connections"
+            trust = {"role_arn": role, "external_id": f"{name}-external-id"}
+            ask = urllib.request.Request(  # noqa: S310 - the loopback moto just started
+                f"{moto_url}/moto-ext/sts/role",
+                data=json.dumps(trust).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            urllib.request.urlopen(ask, timeout=10).close()  # noqa: S310
+            Target.objects.update_or_create(
+                name=name,
+                defaults={
+                    "account_id": account,
+                    "region": region,
+                    "role_arn": role,
+                    "external_id": trust["external_id"],
+                },  # fmt: skip
+            )
+        seed = urllib.request.Request(  # noqa: S310
+            f"{moto_url}/moto-ext/connections/seed",
+            data=json.dumps(
+                {"count": 3, "prefix": "made-by-hand-", "account_id": DEMO_TARGETS[0][1]}
+            ).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        urllib.request.urlopen(seed, timeout=10).close()  # noqa: S310
 
     def _demo_users(self, password: str) -> None:
         users = get_user_model()
@@ -100,6 +143,9 @@ class Command(BaseCommand):
         w("")
         w(self.style.SUCCESS(f"App:        http://127.0.0.1:{port}/"))
         w(f"Demo users: requester, approver, auditor, admin (password: {password})")
+        w("Targets: default (the app's own credentials), partner-a and partner-b (AssumeRole")
+        w("  into two more moto accounts; partner-a has 3 connections made by hand to adopt).")
+        w("The task worker (manage.py qcluster) sweeps every target every SWEEP_MINUTES.")
         if refs:
             w("Demo Vault references:")
             for ref, what in refs.items():
