@@ -42,7 +42,9 @@ def _connection_in_aws(name, description):
 
 def _connections_named(name):
     return [
-        c for c in boto3.client("events").list_connections()["Connections"] if c["Name"] == name
+        c
+        for c in boto3.client("events").list_connections(NamePrefix=name)["Connections"]
+        if c["Name"] == name
     ]
 
 

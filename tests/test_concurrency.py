@@ -53,7 +53,8 @@ def test_parallel_approvals_create_once_and_read_each_secret_once(
     assert calls.aws.targets("CreateConnection") == 1
     assert calls.secret_reads() == len(distinct)  # only the approver who claimed it read Vault
     assert sorted(outcomes) == sorted([R.CREATED] + ["not_pending"] * (N - 1))
-    names = [c["Name"] for c in boto3.client("events").list_connections()["Connections"]]
+    listed = boto3.client("events").list_connections(NamePrefix=request.name)["Connections"]
+    names = [c["Name"] for c in listed]
     assert names.count(request.name) == 1
 
 
