@@ -231,6 +231,8 @@ AWS_CONNECT_TIMEOUT = env.float("AWS_CONNECT_TIMEOUT", default=3.0)
 AWS_READ_TIMEOUT = env.float("AWS_READ_TIMEOUT", default=10.0)
 AWS_MAX_ATTEMPTS = env.int("AWS_MAX_ATTEMPTS", default=3)
 
+# References a requester may check with the Check button per minute (each is a Vault read).
+CHECKS_PER_MINUTE = env.int("CHECKS_PER_MINUTE", default=120)
 REQUEST_TTL = timedelta(seconds=env.int("REQUEST_TTL_SECONDS", default=7 * 24 * 3600))
 # Sweeps of a target: how long one may hold its lease before another worker may take over.
 SWEEP_LEASE = timedelta(seconds=env.int("SWEEP_LEASE_SECONDS", default=15 * 60))

@@ -7,6 +7,8 @@ from .models import (
     Connection,
     ConnectionRequest,
     DocumentRevision,
+    Scope,
+    SecretHost,
     Sweep,
     Target,
 )
@@ -97,3 +99,15 @@ class TargetAdmin(admin.ModelAdmin):
 class SweepAdmin(ReadOnlyAdmin):
     list_display = ("target", "finished_at", "ok", "error")
     list_filter = ("ok", "target")
+
+
+@admin.register(Scope)
+class ScopeAdmin(admin.ModelAdmin):
+    """What each requester group may reference in Vault, and where its secrets may go."""
+
+    list_display = ("group", "path_prefixes", "allowed_hosts")
+
+
+@admin.register(SecretHost)
+class SecretHostAdmin(ReadOnlyAdmin):
+    list_display = ("host", "first_at", "first_request")

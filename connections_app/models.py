@@ -63,6 +63,47 @@ class Target(models.Model):
         return f"{self.name} ({self.account_id or 'own account'}, {self.region})"
 
 
+class Scope(models.Model):
+    """What one requester group may reference in Vault, and which hosts may receive its
+    secrets (an OAuth authorization endpoint receives the client secret)."""
+
+    group = models.OneToOneField("auth.Group", on_delete=models.CASCADE, related_name="scope")
+    path_prefixes = models.TextField(
+        help_text="One Vault path prefix a line, with its mount: secret/eventbridge/team-a/",
+    )
+    allowed_hosts = models.TextField(
+        blank=True,
+        help_text="One host a line that may receive these secrets (an OAuth authorization "
+        "endpoint's host, e.g. auth.partner.example). None: no OAuth endpoint is allowed.",
+    )
+
+    class Meta:
+        ordering = ["group__name"]
+
+    def __str__(self) -> str:
+        return f"scope of {self.group.name}"
+
+    @property
+    def prefixes(self) -> list[str]:
+        return [line.strip() for line in self.path_prefixes.splitlines() if line.strip()]
+
+    @property
+    def hosts(self) -> set[str]:
+        return {line.strip().lower() for line in self.allowed_hosts.splitlines() if line.strip()}
+
+
+class SecretHost(models.Model):
+    """A host that has received a secret through this app (an approval pushed a connection
+    whose authorization endpoint is there): the approver's page marks the others "new"."""
+
+    host = models.CharField(max_length=255, unique=True)
+    first_request = models.BigIntegerField()
+    first_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.host
+
+
 class Sweep(models.Model):
     """One inventory sweep of one target, recorded whole when it ends (never half)."""
 

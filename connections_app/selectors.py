@@ -12,6 +12,7 @@ from . import audit_review, eventbridge, vault
 from . import document as doc
 from .models import AuditEvent, Connection, ConnectionRequest, Sweep, Target
 from .roles import CAN_APPROVE, CAN_AUDIT, CAN_REQUEST, group_ids
+from .services.scopes import endpoint_host, host_is_new, scope_for, scopes_of
 
 R = ConnectionRequest
 QUEUE_PAGE_SIZE = 25  # rows cost a page most of its time
@@ -270,6 +271,13 @@ def change_review(request: ConnectionRequest) -> dict:
     update or rotation, the plain fields against what AWS holds now; for a delete, the API
     destinations using the connection."""
     review: dict = {"secrets": [], "diff": None, "aws_error": "", "destinations": None}
+    scopes = scopes_of(request.requester)
+    host = endpoint_host(request.document)
+    review["host"] = host and {
+        "name": host,
+        "new": host_is_new(host),
+        "allowed": any(host in scope.hosts for scope in scopes),
+    }
     pushed = {}
     if request.connection is not None:
         pushed = {path: leaf for path, leaf in doc.secret_leaves(request.connection.document)}
@@ -279,6 +287,7 @@ def change_review(request: ConnectionRequest) -> dict:
         before = pushed.get(path)
         answer = answers[ref]
         row = {"path": doc.path_text(path), "reference": str(ref), "before": before}
+        row["scope"] = scope_for(ref, scopes)
         row["check"] = answer
         row["change"] = _secret_change(before, ref, answer)
         review["secrets"].append(row)

@@ -66,6 +66,7 @@ _KEY_RE = re.compile(r"[A-Za-z0-9._\-]+")
 _VERSION_RE = re.compile(r"[0-9]+")
 # KV v2 versions are int64 on the server; a larger number is an error there, not a miss.
 _MAX_VERSION = 2**63 - 1
+MAX_REFERENCE = 1024
 # Mounts a reference may never address: Vault's own system, auth and identity backends.
 _FORBIDDEN_PREFIXES = ("sys", "auth", "identity", "cubbyhole")
 
@@ -104,6 +105,10 @@ def parse_reference(text: str) -> Reference:
     text = (text or "").strip()
     if not text:
         raise InvalidReference("Enter a Vault reference such as secret/app/partner#password.")
+    if len(text) > MAX_REFERENCE:  # as the form's own limit, before anything else is done
+        raise InvalidReference(
+            f"A Vault reference is at most {MAX_REFERENCE} characters.", code="too_long"
+        )
     if text.startswith("/"):
         raise InvalidReference(
             "A Vault reference starts with its mount, not with “/”.", code="leading_slash"
@@ -477,6 +482,9 @@ def read(ref: Reference) -> Resolution:
 
 
 _readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="vault-read")
+# The requesters' Check button gets capacity of its own: a flood of checks must never slow an
+# approval or an approver's page down.
+_checkers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="vault-check")
 
 
 @sensitive_variables()
@@ -488,14 +496,16 @@ def read_all(refs: list[Reference]) -> dict[Reference, Resolution]:
 
 
 @sensitive_variables()
-def _each_secret(refs: list[Reference], fetch) -> list[tuple[list[Reference], object]]:
+def _each_secret(
+    refs: list[Reference], fetch, pool: ThreadPoolExecutor = _readers
+) -> list[tuple[list[Reference], object]]:
     """fetch(path, version) once for each secret version the references name (different ones
     in parallel), with the references that name it."""
     groups: dict[tuple[str, int | None], list[Reference]] = {}
     for ref in dict.fromkeys(refs):
         groups.setdefault((ref.path, ref.version), []).append(ref)
     if len(groups) > 1:
-        results = list(_readers.map(lambda key: fetch(*key), groups))
+        results = list(pool.map(lambda key: fetch(*key), groups))
     else:
         results = [fetch(*key) for key in groups]
     return list(zip(groups.values(), results, strict=True))
@@ -568,7 +578,9 @@ def check(ref: Reference) -> SecretInfo:
 
 
 @sensitive_variables()
-def check_all(refs: list[Reference], *, digest=None) -> dict[Reference, SecretInfo | VaultError]:
+def check_all(
+    refs: list[Reference], *, digest=None, requester_check: bool = False
+) -> dict[Reference, SecretInfo | VaultError]:
     """check() of many references: each secret version read once, different ones in parallel;
     for each reference its answer, or the error it raised. The values are dropped here; with
     `digest` (a keyed fingerprint function) each answer carries the value's digest."""
@@ -580,7 +592,8 @@ def check_all(refs: list[Reference], *, digest=None) -> dict[Reference, SecretIn
             return exc
 
     answers: dict[Reference, SecretInfo | VaultError] = {}
-    for group, secret in _each_secret(refs, fetch):
+    pool = _checkers if requester_check else _readers
+    for group, secret in _each_secret(refs, fetch, pool):
         for ref in group:
             if isinstance(secret, VaultError):
                 answers[ref] = secret

@@ -73,17 +73,22 @@ def _visible_request(request, pk) -> ConnectionRequest:
     return found
 
 
-def _reference_checks(forms: RequestForms) -> dict[str, dict]:
-    """The no-JavaScript Check: every reference typed in the form, resolved without its value."""
+def _reference_checks(forms: RequestForms, user) -> dict[str, dict]:
+    """The no-JavaScript Check: every reference typed in the form, resolved without its value.
+    Over the user's budget of checks: the refusal on the form, and no check."""
     fields = [(name, forms.form.data.get(name, "")) for name in forms.form.REF_FIELDS]
     for formset in forms.formsets.values():
         for row in formset.forms:
             if row.data.get(row.add_prefix("is_secret")):
                 fields.append((row.add_prefix("value"), row.data.get(row.add_prefix("value"), "")))
     parsed = {name: _parse(text) for name, text in fields if text}
-    answers = services.reference_checks(
-        [ref for ref in parsed.values() if isinstance(ref, vault.Reference)]
-    )
+    try:
+        answers = services.reference_checks(
+            [ref for ref in parsed.values() if isinstance(ref, vault.Reference)], user=user
+        )
+    except services.ActionRefused as exc:
+        forms.form.add_error(None, exc.message)
+        return {}
     return {
         name: _check_view(answers[ref] if isinstance(ref, vault.Reference) else ref)
         for name, ref in parsed.items()
@@ -157,8 +162,8 @@ def _request_form(request, initial, save, *, obj=None, connection=None, fixed_na
         elif "_check" in request.POST:
             forms = RequestForms(request.POST, **kwargs)
             # Only the references are checked: a half-filled form shows no other errors yet.
-            checks = _reference_checks(forms)
             forms.suppress_errors()
+            checks = _reference_checks(forms, request.user)
         else:
             forms = RequestForms(request.POST, **kwargs)
             if forms.is_valid():
@@ -204,7 +209,11 @@ def reference_check(request):
     """The Check button beside a reference: version and update time, never the value."""
     ref = _parse(request.POST.get("reference", ""))
     if isinstance(ref, vault.Reference):
-        ref = services.reference_checks([ref])[ref]
+        try:
+            ref = services.reference_checks([ref], user=request.user)[ref]
+        except services.ActionRefused as exc:
+            answer = {"ok": False, "code": exc.code, "message": exc.message}
+            return JsonResponse(answer, status=429)
     return JsonResponse(_check_view(ref))
 
 

@@ -85,8 +85,11 @@ def _point_at(settings, monkeypatch, *, vault_url: str, vault_token: str, aws_ur
 def _no_outside_calls(settings, monkeypatch):
     """Whatever the developer's environment says, a test reaches no Vault and no AWS of theirs:
     both point at a closed loopback port until a test asks for `servers`."""
+    from django.core.cache import cache
+
     closed = f"http://127.0.0.1:{faults.closed_port()}"
     _point_at(settings, monkeypatch, vault_url=closed, vault_token="none", aws_url=closed)
+    cache.clear()  # per-user counters (the Check budget) and cached fragments: per test
     yield
     checkpoints.join_background(30)  # nothing signs into the next test's database or store
     checkpoints.reset()
@@ -212,6 +215,8 @@ def user_factory(db, django_user_model):
             is_staff=superuser,
         )
         user.groups.set(Group.objects.filter(name__in=groups))
+        if roles.REQUESTERS in groups:  # the tests' requesters may reference their secrets
+            _broad_scope()
         return user
 
     return make
@@ -235,6 +240,19 @@ def auditor(user_factory):
 @pytest.fixture
 def admin_user(user_factory):
     return user_factory("admin", superuser=True)
+
+
+def _broad_scope() -> None:
+    """The requesters group's scope in tests: every path the tests seed, and the OAuth host
+    their documents use. Scope tests narrow it."""
+    from django.contrib.auth.models import Group
+
+    from connections_app.models import Scope
+
+    Scope.objects.get_or_create(
+        group=Group.objects.get(name=roles.REQUESTERS),
+        defaults={"path_prefixes": f"secret/\n{KV1}/", "allowed_hosts": "auth.example.com"},
+    )
 
 
 def _client_for(user):

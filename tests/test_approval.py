@@ -9,7 +9,7 @@ from botocore.stub import Stubber
 from django.urls import reverse
 from django.utils import timezone
 
-from connections_app import eventbridge, services
+from connections_app import eventbridge, roles, services
 from connections_app.models import AuditEvent, ConnectionRequest, Target
 from tests.faults import FaultProxy, aws_target, closed_port
 
@@ -53,7 +53,7 @@ def _connections_named(name):
 
 
 def test_requester_cannot_approve_own_request_even_as_superuser(user_factory, make_document):
-    boss = user_factory("boss", superuser=True)
+    boss = user_factory("boss", superuser=True, groups=[roles.REQUESTERS])
     request = services.request_create(requester=boss, document=make_document())
     with pytest.raises(services.ActionRefused) as info:
         services.request_approve(request=request, approver=boss, seen_hash=request.document_hash)
@@ -62,7 +62,7 @@ def test_requester_cannot_approve_own_request_even_as_superuser(user_factory, ma
 
 
 def test_own_request_page_has_no_approve_button(user_factory, make_document, client):
-    boss = user_factory("boss", superuser=True)
+    boss = user_factory("boss", superuser=True, groups=[roles.REQUESTERS])
     request = services.request_create(requester=boss, document=make_document())
     client.force_login(boss)
     page = client.get(reverse("request_detail", args=[request.pk])).content.decode()

@@ -157,6 +157,13 @@ def test_unmanaged_connection_is_listed_and_can_be_adopted(
     form = approver_client.get(reverse("connection_adopt", args=[found.pk])).content.decode()
     assert 'value="x-key"' in form  # pre-filled from describe_connection; the secret is not
 
+    from django.contrib.auth.models import Group
+
+    from connections_app.models import Scope
+
+    # The adopting approver names the secrets: in a scope of their own.
+    approvers = Group.objects.get(name="connection-approvers")
+    Scope.objects.create(group=approvers, path_prefixes="secret/canary/", allowed_hosts="")
     document = doc.comparable(_aws(partner).describe_connection(Name="made-by-hand"))
     document["AuthParameters"]["ApiKeyAuthParameters"]["ApiKeyValue"] = {
         "vault": "secret/canary/apikey#api_key",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import time
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -13,6 +15,7 @@ from .. import document as doc
 from ..models import Connection, ConnectionRequest, DocumentRevision, Target
 from ..roles import CAN_REQUEST
 from .policy import ActionRefused, change_refusal, refusal
+from .scopes import out_of_scope, scope_for, scope_problems, scopes_of
 
 R = ConnectionRequest
 MAX_TEXT = 2000  # characters of an approval comment, a rejection or a deauthorize reason
@@ -90,25 +93,48 @@ def change_hash(kind: str, document: dict, reason: str = "") -> str:
 # Checks before a document is accepted
 
 
-def reference_checks(refs: list[vault.Reference], *, fingerprints: bool = False):
-    """Does each reference resolve with the app's token (the Check button, the approver's
-    page)? Never the value; with `fingerprints`, its keyed fingerprint."""
-    digest = doc.fingerprint if fingerprints else None
-    return vault.check_all(list(dict.fromkeys(refs)), digest=digest)
+def reference_checks(refs: list[vault.Reference], *, user=None):
+    """Does each reference resolve with the app's token? Never the value. With `user` (the
+    Check button): a reference outside their scopes is answered so without asking Vault, and
+    the checks run on Vault capacity of their own, apart from approvals."""
+    refs = list(dict.fromkeys(refs))
+    if user is None:
+        return vault.check_all(refs)
+    _charge_checks(user, len(refs))
+    scopes = scopes_of(user)
+    outside = {ref: out_of_scope(ref) for ref in refs if scope_for(ref, scopes) is None}
+    inside = [ref for ref in refs if ref not in outside]
+    return {**outside, **vault.check_all(inside, requester_check=True)}
+
+
+def _charge_checks(user, count: int) -> None:
+    """A per-user budget of Checks a minute (CHECKS_PER_MINUTE), counted in the cache."""
+    key = f"vault-checks:{user.pk}:{int(time.time() // 60)}"
+    cache.add(key, 0, timeout=120)
+    if cache.incr(key, count) > settings.CHECKS_PER_MINUTE:
+        raise ActionRefused(
+            f"Too many Vault checks: at most {settings.CHECKS_PER_MINUTE} a minute. Try again "
+            "in a minute.",
+            code="check_rate",
+        )
 
 
 def document_problems(
     document: dict,
     *,
     target: Target,
+    requester,
     exclude: ConnectionRequest | None = None,
     connection: Connection | None = None,
 ) -> list[doc.Issue]:
-    """Model validation first: only a document valid on its own costs AWS and Vault calls.
-    `connection`: the document is an update of it (its name is fixed). Names are unique per
-    target."""
+    """Model validation first: only a document valid on its own costs AWS and Vault calls, and
+    only references inside the requester's scopes are looked up in Vault. `connection`: the
+    document is an update of it (its name is fixed). Names are unique per target."""
     issues = doc.validate(document)
     if issues:  # hostile or broken input is refused without calling anyone
+        return issues
+    issues = scope_problems(document, requester)
+    if issues:  # nobody learns from Vault whether another team's secret exists
         return issues
     name = document["Name"]
     if connection is not None:
@@ -197,7 +223,7 @@ def request_create(*, requester, document: dict, target: Target | None = None) -
     if not requester.has_perm(CAN_REQUEST):
         raise ActionRefused("You may not request connections.", code="not_requester")
     target = target or Target.default()
-    issues = document_problems(document, target=target)
+    issues = document_problems(document, target=target, requester=requester)
     if issues:
         raise DocumentInvalid(issues)
     request = R(
@@ -234,7 +260,9 @@ def change_file(
     kind = R.UPDATE if kind in ("reauthorize", "adopt") else kind
     reason = clean_text(reason, what="reason")
     if kind in (R.UPDATE, R.ROTATE):
-        issues = document_problems(document, target=connection.target, connection=connection)
+        issues = document_problems(
+            document, target=connection.target, requester=requester, connection=connection
+        )
         if issues:
             raise DocumentInvalid(issues)
     else:
@@ -294,7 +322,11 @@ def request_update(*, request: ConnectionRequest, editor, document: dict) -> Con
     """Edit a pending create or update request's document."""
     locked(request, editor, "edit")  # refused before any Vault or AWS call
     issues = document_problems(
-        document, target=request.target, exclude=request, connection=request.connection
+        document,
+        target=request.target,
+        requester=editor,
+        exclude=request,
+        connection=request.connection,
     )
     if issues:
         raise DocumentInvalid(issues)

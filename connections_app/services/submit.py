@@ -13,6 +13,7 @@ from .. import document as doc
 from ..models import Connection, ConnectionRequest
 from .filing import clean_text, locked, refuse_if_in_use
 from .policy import ActionRefused
+from .scopes import host_received, scope_problems
 
 R = ConnectionRequest
 
@@ -39,6 +40,12 @@ def _claim(request, approver, action: str, seen_hash: str, comment: str) -> Conn
             raise ActionRefused(
                 "The request changed after you opened it; review the new version before approving.",
                 code="document_changed",
+            )
+        problems = scope_problems(row.document, row.requester)
+        if row.kind in R.DOCUMENT_KINDS and problems:  # scopes may have narrowed since
+            raise ActionRefused(
+                "Outside the requester's scopes now: " + " ".join(p.message for p in problems),
+                code="out_of_scope",
             )
         now = timezone.now()
         row.status = R.SUBMITTING
@@ -241,6 +248,7 @@ def _record_connection(request: ConnectionRequest, outcome: _Outcome) -> None:
     if request.kind == R.DELETE and not found.get("ConnectionState"):
         connection.state = Connection.DELETED  # gone by the time it was described
     if request.kind in R.DOCUMENT_KINDS:
+        host_received(request.document, request.pk)
         connection.document = doc.redact(request.document, outcome.resolutions)
         connection.authorization_type = request.authorization_type
         connection.pushed_at = timezone.now()
