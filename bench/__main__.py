@@ -62,6 +62,15 @@ def main(argv: list[str]) -> None:
 
         settings.ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
         call_command("migrate", verbosity=0)
+        from django.contrib.auth.models import Group
+
+        from connections_app import roles
+        from connections_app.models import Scope
+
+        Scope.objects.get_or_create(  # the bench's requesters reference its own secrets
+            group=Group.objects.get(name=roles.REQUESTERS),
+            defaults={"path_prefixes": "secret/", "allowed_hosts": "auth.example.com"},
+        )
         ctx = SimpleNamespace(bao=bao, moto=moto, database_url=database_url, root=ROOT)
         for name in sections:
             results.update(importlib.import_module(f"bench.{name}").run(ctx))

@@ -11,7 +11,7 @@ from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 
 from connections_app import checkpoints, devstack, roles
-from connections_app.models import Target
+from connections_app.models import Scope, Target
 
 DEMO_USERS = [
     ("requester", [roles.REQUESTERS], False),
@@ -130,6 +130,16 @@ class Command(BaseCommand):
         urllib.request.urlopen(seed, timeout=10).close()  # noqa: S310
 
     def _demo_users(self, password: str) -> None:
+        # What the demo groups may reference, and where their secrets may go (approvers name
+        # secrets when they adopt a connection).
+        for name in (roles.REQUESTERS, roles.APPROVERS):
+            Scope.objects.get_or_create(
+                group=Group.objects.get(name=name),
+                defaults={
+                    "path_prefixes": f"secret/eventbridge/\n{devstack.KV1_MOUNT}/eventbridge/",
+                    "allowed_hosts": "auth.example.com\nauth.partner.example",
+                },
+            )
         users = get_user_model()
         for username, groups, superuser in DEMO_USERS:
             user, _ = users.objects.get_or_create(username=username)
