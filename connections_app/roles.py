@@ -61,10 +61,29 @@ def navigation(request) -> dict:
     if user.has_perm(CAN_REQUEST) or user.has_perm(CAN_APPROVE) or user.has_perm(CAN_AUDIT):
         items.append(("connection_list", "Connections"))
     if user.has_perm(CAN_AUDIT):
-        items.append(("audit_list", "Audit log"))
+        items += [("audit_list", "Audit log"), ("audit_secret_uses", "Secret uses")]
     if user.is_superuser:
         items += [("status", "Status"), ("admin:index", "Admin")]
-    return {"nav": [(_address(name), label) for name, label in items]}
+    if user.has_perm(CAN_APPROVE):
+        from .selectors import approvals_waiting
+
+        waiting = approvals_waiting(user)
+        items = [
+            (name, f"{label} ({waiting})" if name == "approval_queue" else label)
+            for name, label in items
+        ]
+    return {"nav": _marked(request.path, [(_address(name), label) for name, label in items])}
+
+
+def _marked(path: str, entries: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
+    """(address, label, aria-current): "page" for the page itself, "true" for the entry whose
+    section the page is in (the longest address the path starts with), "" for the others."""
+    inside = [address for address, _ in entries if address != "/" and path.startswith(address)]
+    section = max(inside, key=len, default=None)
+    return [
+        (address, label, "page" if address == path else "true" if address == section else "")
+        for address, label in entries
+    ]
 
 
 @functools.cache

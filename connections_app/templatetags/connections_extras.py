@@ -96,3 +96,106 @@ def connection_rows(connections) -> str:
             f"<td>{_utc(c.modified_at)}</td><td>{_utc(c.checked_at)}</td></tr>"
         )
     return mark_safe("\n".join(rows))  # noqa: S308 - built above from escaped values
+
+
+# ---------------------------------------------------------------------------
+# Errors: a summary at the top of the page, each item a link to its field
+
+
+def _label(form, name: str) -> str:
+    field = form.fields.get(name)
+    return str(field.label) if field is not None and field.label else name.replace("_", " ")
+
+
+def _item(href: str, label: str, message: str) -> dict:
+    # "Name is required." needs no "Name: " before it; "Headers, row 1, value" gives
+    # "Headers, row 1: Value is required."
+    head, _, last = label.rpartition(", ")
+    if not label or message.lower().startswith(label.lower()):
+        text = message
+    elif head and message.lower().startswith(last.lower()):
+        text = f"{head}: {message}"
+    else:
+        text = f"{label}: {message}"
+    return {"href": href, "message": text}
+
+
+def _form_items(form, *, what: str = "") -> list[dict]:
+    """Items of one Django form: its own errors first (linked to its first field), then each
+    field's, in field order."""
+    first = next((form[name] for name in form.fields if not form[name].is_hidden), None)
+    anchor = f"#{first.auto_id}" if first is not None and first.auto_id else ""
+    items = [_item(anchor, what, str(e)) for e in form.non_field_errors()]
+    for name in form.fields:
+        if not form.has_error(name):
+            continue
+        bound = form[name]
+        target = f"#{bound.auto_id}"
+        if bound.widget_type == "radioselect":
+            target = f"{target}_0"  # the first choice: a fieldset cannot take the focus
+        # A form may say where an error of a field it does not show as such is fixed.
+        target = getattr(form, "summary_targets", {}).get(name, target)
+        label = f"{what}, {_label(form, name).lower()}" if what else _label(form, name)
+        items += [_item(target, label, str(e)) for e in bound.errors]
+    return items
+
+
+def error_items(source) -> list[dict]:
+    """[{href, message}] for a form, for the request form with its parameter lists, or as given
+    (a list of such dicts)."""
+    if not source:
+        return []
+    if isinstance(source, list | tuple):
+        return list(source)
+    if hasattr(source, "formsets"):  # forms.RequestForms
+        from connections_app.forms import LIST_NAMES
+
+        items = _form_items(source.form)
+        for prefix, formset in source.formsets.items():
+            name = LIST_NAMES[prefix]
+            for error in formset.non_form_errors():
+                items.append(_item(f"#params-{prefix}", name, str(error)))
+            for index, row in enumerate(formset.forms):
+                if row.errors:
+                    items += _form_items(row, what=f"{name}, row {index + 1}")
+        return items
+    if getattr(source, "is_bound", False) and source.errors is not None:
+        return _form_items(source)
+    return []
+
+
+@register.inclusion_tag("connections_app/_error_summary.html")
+def error_summary(*sources):
+    """GOV.UK's error summary: at the top, announced, focused on load by app.js."""
+    return {"items": [item for source in sources for item in error_items(source)]}
+
+
+@register.simple_tag
+def error_title(*sources) -> str:
+    """ "Error: " before a page's title when its form has errors (GOV.UK)."""
+    return "Error: " if any(error_items(source) for source in sources) else ""
+
+
+@register.filter
+def marked_required(bound) -> bool:
+    """Shown as required: required by the field, or by the form for the section it is in."""
+    if bound.field.disabled:
+        return False
+    return bound.field.required or bound.name in getattr(bound.form, "marked_required", ())
+
+
+@register.filter
+def shown(form, name: str) -> str:
+    """A field's value as a form that normalises it shows it (`form.shown(name)`)."""
+    return form.shown(name)
+
+
+@register.filter
+def utc(value, precision: str = "seconds") -> str:
+    """A time as this app shows every time: UTC, said so; "–" for none."""
+    if not value:
+        return "–"
+    text = value.astimezone(UTC).strftime(
+        "%Y-%m-%d %H:%M:%S" if precision == "seconds" else "%Y-%m-%d %H:%M"
+    )
+    return f"{text} UTC"
