@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 from django.db import connection
-from django.db.models import CharField, Func, QuerySet, Subquery
+from django.db.models import CharField, Func, Q, QuerySet, Subquery
 
 from .audit import COLUMNS, GENESIS, ChainResult, UtcIsoText, parsed, verify_range
 from .document import flatten, is_reference
@@ -60,30 +60,106 @@ _LIST_COLUMNS = (
 EXPORT_COLUMNS = (*COLUMNS[:10], "prev_hash", "hash", "data")  # data last: readable exports
 
 
-def events_filtered(
-    *, since: date | None = None, until: date | None = None, **exact: str
-) -> QuerySet[AuditEvent]:
-    """Events matching every given filter; `since`/`until` are whole UTC days, both included.
+def text_filter(field: str, value: str) -> Q:
+    """Exact, or every value starting with `value` less its final "*". A prefix is a range on
+    the (field, id) index ([prefix, prefix + U+10FFFF): the strings that start with it, in a
+    code-point or byte collation) rechecked with LIKE, so that it stays right under any
+    collation and still reads only the index range when PostgreSQL's collation is not "C"
+    (where LIKE alone would scan the table)."""
+    if not value.endswith("*"):
+        return Q(**{field: value})
+    prefix = value.rstrip("*")
+    if not prefix:
+        return Q()
+    return Q(
+        **{
+            f"{field}__gte": prefix,
+            f"{field}__lt": prefix + "\U0010ffff",
+            f"{field}__startswith": prefix,
+        }
+    )
 
-    A day range becomes an id range: each bound is one step down the created_at index, and then
-    the (action, id) style indexes serve a filter combined with dates, reading only one page.
+
+def _moment(value, *, end: bool) -> datetime:
+    """A bound as an aware datetime; a date is the start of its day (with `end`, of the next)."""
+    if isinstance(value, datetime):
+        return value
+    return datetime.combine(value + timedelta(days=1) if end else value, time.min, tzinfo=UTC)
+
+
+def events_filtered(
+    *, since: datetime | date | None = None, until: datetime | date | None = None, **exact: str
+) -> QuerySet[AuditEvent]:
+    """Events matching every given filter (text filters exact, or prefixes ending with "*");
+    `since` is included, `until` is the first moment not included (a date: the whole day
+    included, as the list's "To" says).
+
+    A time range becomes an id range: each bound is one step down the created_at index, and then
+    the (action, id) style indexes serve a filter combined with times, reading only one page.
     This relies on created_at following id, which append() gives by stamping events under the
     head's lock (with the clocks of several servers skewed, an event stamped out of order next
-    to midnight would be counted with its neighbours).
+    to a bound would be counted with its neighbours).
     """
     qs = AuditEvent.objects.all()
     for field in _EXACT_FILTERS:
         if exact.get(field):
-            qs = qs.filter(**{field: exact[field]})
+            qs = qs.filter(text_filter(field, exact[field]))
     if since is not None:
-        start = datetime.combine(since, time.min, tzinfo=UTC)
+        start = _moment(since, end=False)
         first = AuditEvent.objects.filter(created_at__gte=start).order_by("created_at", "id")
         qs = qs.filter(id__gte=Subquery(first.values("id")[:1]))
-    if until is not None and until < date.max:  # the last day there is: no upper bound
-        end = datetime.combine(until + timedelta(days=1), time.min, tzinfo=UTC)
+    if until is not None and not (type(until) is date and until >= date.max):
+        end = _moment(until, end=True)  # (the last day there is: no upper bound)
         last = AuditEvent.objects.filter(created_at__lt=end).order_by("-created_at", "-id")
         qs = qs.filter(id__lte=Subquery(last.values("id")[:1]))
     return qs
+
+
+COUNT_UP_TO = 1000
+
+
+def count_up_to(qs: QuerySet[AuditEvent], limit: int = COUNT_UP_TO) -> tuple[int, bool]:
+    """How many events match, counting at most `limit` + 1 (one index range, whatever the
+    log's size): (count, more than `limit`)."""
+    counted = qs.order_by()[: limit + 1].count()
+    return min(counted, limit), counted > limit
+
+
+def suggestions(filters: dict) -> list[dict]:
+    """ "Did you mean": for each text filter given exactly, values that contain it, from the
+    small tables (actions the app writes, users, connections, requests), never the log."""
+    from django.contrib.auth import get_user_model
+
+    from .models import Connection, ConnectionRequest
+
+    sources = {
+        "action": lambda text: [a for a in ACTIONS if text.lower() in a.lower()],
+        "actor": lambda text: (
+            get_user_model()
+            .objects.filter(username__icontains=text)
+            .order_by("username")
+            .values_list("username", flat=True)[:8]
+        ),
+        "connection": lambda text: sorted(
+            {
+                *Connection.objects.filter(name__icontains=text).values_list("name", flat=True)[:8],
+                *ConnectionRequest.objects.filter(name__icontains=text).values_list(
+                    "name", flat=True
+                )[:8],
+            }
+        ),
+        "arn": lambda text: Connection.objects.filter(arn__icontains=text).values_list(
+            "arn", flat=True
+        )[:8],
+    }
+    out = []
+    for name, find in sources.items():
+        text = filters.get(name, "")
+        if not text or text.endswith("*"):
+            continue
+        values = [value for value in find(text) if value != text][:8]
+        out.append({"field": name, "text": text, "values": values})
+    return out
 
 
 class _UtcSecondsText(Func):
@@ -306,6 +382,33 @@ def document_rows(document: dict) -> list[dict]:
         {"path": path, "secret": leaf if is_reference(leaf) else None, "value": _shown(leaf)}
         for path, leaf in flatten(document)
     ]
+
+
+def change_rows(
+    document: dict, changes: list[Change] | None, *, secrets_compared: bool = True
+) -> list[dict]:
+    """The document's rows, each marked with its change against a base (`changes`, from
+    document_diff: added, changed, with the value before) and the base's removed fields last.
+    Without a base (None), plain rows. `secrets_compared` False: the base had no secrets (what
+    AWS describes), so secret rows are marked "secret" (compared elsewhere), not unchanged."""
+    rows = document_rows(document)
+    if changes is None:
+        return rows
+    by_path = {c.path: c for c in changes}
+    for row in rows:
+        change = by_path.get(row["path"])
+        if change is None and row["secret"] and not secrets_compared:
+            row["change"] = "secret"
+            continue
+        row["change"] = change.kind if change else "unchanged"
+        if change is not None and change.kind == "changed":
+            row["before"] = _for_page(change.old)
+    rows += [
+        {"path": c.path, "change": "removed", "before": _for_page(c.old), "value": ""}
+        for c in changes
+        if c.kind == "removed"
+    ]
+    return rows
 
 
 def secret_summary(event: AuditEvent, document: dict) -> list[dict]:

@@ -333,3 +333,80 @@ def _secret_change(before: dict | None, ref: vault.Reference, answer) -> dict:
         "value": value,
         "fingerprint": fingerprint,
     }
+
+
+def change_base(request: ConnectionRequest, review: dict | None) -> tuple[list | None, str, bool]:
+    """What a change's document is shown against: (changes, what it is, secrets compared).
+
+    An update or rotation: against what AWS holds now (the decider's review asked it), or else
+    against what was last pushed (no AWS call for a page anyone may open). A create edited
+    since it was filed: against its previous revision. Otherwise nothing (None)."""
+    new = doc.redact(request.document)
+    if request.kind in (R.UPDATE, R.ROTATE):
+        if review is not None and review.get("diff") is not None:
+            return review["diff"], "what AWS holds now", False
+        if request.connection is not None and request.connection.document:
+            pushed = request.connection.document
+            return audit_review.document_diff(pushed, new), "what was last pushed", True
+        return None, "", True
+    if request.revision > 1:
+        previous = (
+            request.revisions.filter(number=request.revision - 1).values_list("document", flat=True)
+        ).first()
+        if previous is not None:
+            label = f"revision {request.revision - 1}"
+            return audit_review.document_diff(doc.redact(previous), new), label, True
+    return None, "", True
+
+
+def deciders(request: ConnectionRequest) -> str:
+    """Who may decide a change, as the decision panel says it."""
+    groups = sorted(request.target.approver_groups.values_list("name", flat=True))
+    who = request.requester.get_username()
+    if groups:
+        return (
+            f"Approvers in {', '.join(groups)} (the approver groups of target "
+            f"{request.target.name}), except the requester ({who})."
+        )
+    return f"Any approver except the requester ({who})."
+
+
+def approvals_waiting(user) -> int:
+    """Pending changes, not past their time, that `user` may decide: not their own, on targets
+    whose approvers they are among. One query (the menu shows it on every page)."""
+    from django.db.models import Exists, OuterRef
+
+    from .models import Target
+
+    limits = Target.approver_groups.through.objects.filter(target_id=OuterRef("target_id"))
+    waiting = R.objects.filter(status=R.PENDING, expires_at__gt=timezone.now()).exclude(
+        requester_id=user.pk
+    )
+    if not user.is_superuser:
+        mine = limits.filter(group__in=user.groups.values("pk"))
+        waiting = waiting.filter(~Exists(limits) | Exists(mine))
+    return waiting.count()
+
+
+def requests_referencing(*, references: list[str] = (), prefix: str = "", limit: int = 50):
+    """Requests of any status whose document names one of `references` (mount/path#key) or a
+    path under `prefix`, newest first, at most `limit`: what the secret-use search lists beside
+    the reads. Documents are searched as text (the requests table, not the audit log)."""
+    from django.db.models import TextField
+    from django.db.models.functions import Cast
+
+    needles = [f'"{ref}"' for ref in references]
+    if prefix:
+        needles.append(f'"{prefix}')
+    if not needles:
+        return []
+    text = Q()
+    for needle in needles:
+        text |= Q(document_text__contains=needle)
+    rows = (
+        R.objects.annotate(document_text=Cast("document", TextField()))
+        .filter(text)
+        .select_related("requester", "target")
+        .order_by("-id")
+    )
+    return list(rows[:limit])

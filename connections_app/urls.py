@@ -17,6 +17,7 @@ urlpatterns = [
     path("vault/check/", views.reference_check, name="reference_check"),
     path("approvals/", views.approval_queue, name="approval_queue"),
     path("connections/", views.connection_list, name="connection_list"),
+    path("connections/refresh/", views.connection_refresh_all, name="connection_refresh_all"),
     path("connections/<int:pk>/", views.connection_detail, name="connection_detail"),
     path("connections/<int:pk>/refresh/", views.connection_refresh, name="connection_refresh"),
     path("connections/<int:pk>/update/", views.connection_update, name="connection_update"),

@@ -11,8 +11,9 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
 from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError
-from django.http import Http404, JsonResponse, StreamingHttpResponse
+from django.http import Http404, HttpResponseNotAllowed, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_POST
@@ -20,6 +21,8 @@ from django.views.decorators.http import require_GET, require_POST
 from . import audit_review, eventbridge, health, selectors, services, vault
 from . import document as doc
 from .forms import (
+    NOT_KEPT,
+    RANGES,
     AuditFilterForm,
     ReasonForm,
     RequestForms,
@@ -29,6 +32,7 @@ from .forms import (
 )
 from .models import AuditEvent, Connection, ConnectionRequest, Target
 from .roles import CAN_APPROVE, CAN_AUDIT, CAN_REQUEST
+from .templatetags.connections_extras import until
 
 R = ConnectionRequest
 log = logging.getLogger(__name__)
@@ -43,6 +47,11 @@ def _number(request, name: str) -> int | None:
     """A whole-number query parameter (an id, a cursor), or None when absent or not one."""
     text = request.GET.get(name, "")
     return int(text) if text.isdecimal() and len(text) < 19 else None
+
+
+def _number_posted(request, name: str) -> int:
+    text = request.POST.get(name, "")
+    return int(text) if text.isdecimal() and len(text) < 19 else 0
 
 
 @login_required
@@ -82,6 +91,13 @@ def _reference_checks(forms: RequestForms, user) -> dict[str, dict]:
             if row.data.get(row.add_prefix("is_secret")):
                 fields.append((row.add_prefix("value"), row.data.get(row.add_prefix("value"), "")))
     parsed = {name: _parse(text) for name, text in fields if text}
+    # Text dropped from a secret field (no reference: perhaps the value itself) is said so.
+    parsed.update(
+        {
+            name: vault.InvalidReference(forms_not_kept_message(exc), code=exc.code)
+            for name, exc in forms.not_kept.items()
+        }
+    )
     try:
         answers = services.reference_checks(
             [ref for ref in parsed.values() if isinstance(ref, vault.Reference)], user=user
@@ -93,6 +109,10 @@ def _reference_checks(forms: RequestForms, user) -> dict[str, dict]:
         name: _check_view(answers[ref] if isinstance(ref, vault.Reference) else ref)
         for name, ref in parsed.items()
     }
+
+
+def forms_not_kept_message(exc: vault.InvalidReference) -> str:
+    return f"{NOT_KEPT} {exc.message}"
 
 
 def _parse(text: str) -> vault.Reference | vault.InvalidReference:
@@ -124,7 +144,26 @@ def request_new(request):
         messages.success(request, f"Request “{obj.name}” saved; it awaits approval.")
         return obj
 
-    return _request_form(request, {"form": {"oauth_http_method": "POST"}}, save)
+    initial = {"form": {"oauth_http_method": "POST"}}
+    again = _filed_again_from(request, kinds=(R.CREATE,))
+    if again is not None:  # "File again": the form filled in from an earlier request
+        initial = initial_from_document(again.document)
+        initial["form"]["target"] = again.target_id
+    return _request_form(request, initial, save, again=again)
+
+
+def _filed_again_from(request, *, kinds, connection=None) -> ConnectionRequest | None:
+    """The request named by ?from= on a form's first GET (the "File again" link): one the user
+    may see, of one of `kinds`, and of `connection` when given."""
+    pk = _number(request, "from")
+    if request.method != "GET" or pk is None:
+        return None
+    found = selectors.visible_request(request.user, pk)
+    if found is None or found.kind not in kinds:
+        return None
+    if connection is not None and found.connection_id != connection.pk:
+        return None
+    return found
 
 
 @sensitive_post_parameters()
@@ -150,7 +189,9 @@ def _edit(request, obj, document):
     return obj
 
 
-def _request_form(request, initial, save, *, obj=None, connection=None, fixed_name=""):
+def _request_form(
+    request, initial, save, *, obj=None, connection=None, fixed_name="", kind="", again=None
+):
     """The connection form: new, edit, update or re-authorize. `save(document)` files it
     (new: `save(document, target)`)."""
     kwargs = {"fixed_name": fixed_name, "new": obj is None and connection is None}
@@ -184,6 +225,8 @@ def _request_form(request, initial, save, *, obj=None, connection=None, fixed_na
             "obj": obj,
             "connection": connection,
             "checks": checks,
+            "kind": kind,
+            "again": again,
         },
         status=400 if request.method == "POST" and forms.has_errors() else 200,
     )
@@ -234,13 +277,22 @@ def request_detail(request, pk):
 
 def _detail_context(request, obj: ConnectionRequest) -> dict:
     allowed = services.allowed_actions(obj, request.user)
-    decides = bool(allowed & {"approve", "retry"})
+    reviews = bool(allowed & {"approve", "retry"})
+    # The approver sees each secret against the connection, and whether it resolves now.
+    review = selectors.change_review(obj) if reviews else None
+    changes, base_label, secrets_compared = selectors.change_base(obj, review)
+    redacted = doc.redact(obj.document)
     context = {
         "obj": obj,
-        "document": doc.redact(obj.document),
-        "document_rows": audit_review.document_rows(doc.redact(obj.document)),
-        # The approver sees each secret against the connection, and whether it resolves now.
-        "review": selectors.change_review(obj) if decides else None,
+        "document": redacted,
+        "document_rows": audit_review.change_rows(
+            redacted, changes, secrets_compared=secrets_compared
+        ),
+        "base_changes": changes,
+        "base_label": base_label,
+        "aws_base": base_label == "what AWS holds now",
+        "review": review,
+        "decides": bool(allowed & {"approve", "retry", "reject"}),
         "references": [
             {"path": doc.path_text(path), "reference": str(ref)}
             for path, ref in doc.references(obj.document)
@@ -252,17 +304,75 @@ def _detail_context(request, obj: ConnectionRequest) -> dict:
             obj.revisions.select_related("author").defer("document") if obj.revision > 1 else []
         ),
         "events": audit_review.history(obj.pk),
+        "again_url": _again_url(request.user, obj),
     }
-    if context["review"] is not None:
-        secrets = context["review"]["secrets"]
+    if context["decides"]:
+        context["deciders"] = selectors.deciders(obj)
+    if review is not None:
+        secrets = review["secrets"]
         for item in secrets:
             item["check"] = _check_view(item["check"])
+            ref = vault.parse_reference(item["reference"])
+            item["secret"], item["pinned"] = ref.secret, ref.version
         context["unresolved"] = sum(1 for item in secrets if not item["check"]["ok"])
+    context["next_step"] = _next_step(obj, allowed, context["again_url"])
     return context
 
 
-# The text box of each action that has one: kept, with the refusal beside it, when refused.
-_TYPED = {"approve": "comment", "reject": "reason"}
+def _again_url(user, obj: ConnectionRequest) -> str:
+    """Where "File again" leads for a closed request (rejected, cancelled, expired), when the
+    user may file that change now: its form, filled in from the request (?from=)."""
+    if obj.shown_status not in (R.REJECTED, R.CANCELLED, R.EXPIRED):
+        return ""
+    if obj.kind == R.CREATE:
+        return f"{reverse('request_new')}?from={obj.pk}" if user.has_perm(CAN_REQUEST) else ""
+    connection = obj.connection
+    if connection is None:
+        return ""
+    kind = obj.kind
+    if kind == R.UPDATE:
+        kind = (
+            "adopt"
+            if not connection.managed
+            else "reauthorize"
+            if connection.state == "DEAUTHORIZED"
+            else R.UPDATE
+        )
+    opened = services.open_change(connection)
+    if services.change_refusal(kind, connection, user, open_change=opened) is not None:
+        return ""
+    return f"{reverse(f'connection_{kind}', args=[connection.pk])}?from={obj.pk}"
+
+
+def _next_step(obj: ConnectionRequest, allowed: set[str], again_url: str) -> dict | None:
+    """What happens now, or what the requester can do, said at the top of the page."""
+    status = obj.shown_status
+    if status == R.PENDING:
+        return {"text": f"Waiting for an approver; it expires in {until(obj.expires_at)}."}
+    if status == R.FAILED:
+        text = f"The submission failed: {obj.error_message}"
+        if "edit" in allowed:
+            text += " Edit it and save to send it back for approval, or cancel it."
+        elif "cancel" in allowed:
+            text += " Cancel it, then file it again."
+        elif "retry" in allowed:
+            text += " Retry it (AWS is asked first), or reject it to close it."
+        return {"text": text}
+    said = {
+        R.REJECTED: "Rejected"
+        + (f" by {obj.decided_by.get_username()}" if obj.decided_by else "")
+        + (f": “{obj.decision_comment}”." if obj.decision_comment else "."),
+        R.CANCELLED: "Cancelled by its requester.",
+        R.EXPIRED: "Expired: nobody decided it in time.",
+    }
+    if status in said:
+        return {"text": said[status] + (" File it again to start over." if again_url else "")}
+    return None
+
+
+# The decision panel's one text box: the comment when approving, the reason when rejecting
+# (posted as "reason" by older pages and clients).
+_TYPED = {"approve": "comment", "reject": "comment"}
 _BAD_TEXT = ("reason_required", "too_long", "null_character")
 
 
@@ -275,11 +385,16 @@ def _act(request, pk, action, *, form: str = ""):
         if form:
             page = _detail_context(request, _visible_request(request, pk))
             if form in page["allowed"]:  # the form is still offered: show it again, as typed
+                anyway = exc.code == "anyway_required"
                 page["refused"] = {
                     "form": form,
+                    "code": exc.code,
                     "message": exc.message,
-                    "text": request.POST.get(_TYPED[form], ""),
+                    "text": _decision_text(request),
+                    "anyway": bool(request.POST.get("anyway")),
                 }
+                target = "#id_anyway" if anyway else "#id_comment"
+                page["refused_items"] = [{"href": target, "message": exc.message}]
                 status = 400 if exc.code in _BAD_TEXT else 409
                 return render(request, DETAIL, page, status=status)
         messages.error(request, exc.message)
@@ -294,9 +409,23 @@ def _act(request, pk, action, *, form: str = ""):
     return redirect("request_detail", pk=pk)
 
 
-@require_POST
+def _decision_text(request) -> str:
+    return request.POST.get("comment") or request.POST.get("reason", "")
+
+
 @login_required
 def request_cancel(request, pk):
+    """GET: are you sure? (works without JavaScript); POST: cancel."""
+    if request.method == "GET":
+        obj = _visible_request(request, pk)
+        refused = services.refusal("cancel", obj, request.user)
+        if refused is not None:
+            messages.error(request, refused.message)
+            return redirect("request_detail", pk=pk)
+        return render(request, "connections_app/request_cancel.html", {"obj": obj})
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["GET", "POST"])
+
     def act(obj):
         services.request_cancel(request=obj, actor=request.user)
         return "Request cancelled."
@@ -308,11 +437,20 @@ def request_cancel(request, pk):
 @login_required
 def request_approve(request, pk):
     def act(obj):
+        anyway = bool(request.POST.get("anyway"))
+        if _number_posted(request, "unresolved") and not anyway:
+            # The page said a reference does not resolve: approving needs "approve anyway".
+            raise services.ActionRefused(
+                "A secret reference does not resolve now: tick “Approve anyway” to approve all "
+                "the same, or reject the request.",
+                code="anyway_required",
+            )
         obj = services.request_approve(
             request=obj,
             approver=request.user,
             comment=request.POST.get("comment", ""),
             seen_hash=request.POST.get("document_hash", ""),
+            anyway=anyway,
         )
         return _submit_message(obj)
 
@@ -347,9 +485,7 @@ def _submit_message(obj: ConnectionRequest) -> str:
 @login_required
 def request_reject(request, pk):
     def act(obj):
-        services.request_reject(
-            request=obj, approver=request.user, reason=request.POST.get("reason", "")
-        )
+        services.request_reject(request=obj, approver=request.user, reason=_decision_text(request))
         return "Request rejected."
 
     return _act(request, pk, act, form="reject")
@@ -409,8 +545,31 @@ def connection_list(request):
             "states": [
                 (key, selectors.FILTER_LABELS.get(key, key)) for key in selectors.STATE_FILTERS
             ],
+            "may_refresh": _may_refresh(request.user),
         },
     )
+
+
+def _may_refresh(user) -> bool:
+    return user.has_perm(CAN_APPROVE) or user.has_perm(CAN_REQUEST)
+
+
+@require_POST
+@login_required
+def connection_refresh_all(request):
+    """Refresh every connection in a passing state: one describe each, as the worker does."""
+    if not _may_refresh(request.user):
+        raise PermissionDenied("You may not refresh connections.")
+    done = services.connections_refresh_passing()
+    failed = [(c.name, error) for c, error in done if error]
+    if not done:
+        messages.success(request, "No connection is in a passing state: nothing to refresh.")
+    else:
+        states = ", ".join(f"{c.name}: {c.state}" for c, error in done if not error)
+        messages.success(request, f"Refreshed {len(done) - len(failed)} of {len(done)}. {states}")
+    for name, error in failed:
+        messages.error(request, f"{name}: {error}")
+    return redirect("connection_list")
 
 
 @login_required
@@ -429,7 +588,7 @@ def connection_detail(request, pk):
             "destinations_error": destinations_error,
             "open_change": opened,
             "changes_allowed": services.allowed_changes(connection, request.user, opened),
-            "may_refresh": request.user.has_perm(CAN_APPROVE) or request.user.has_perm(CAN_REQUEST),
+            "may_refresh": _may_refresh(request.user),
             **selectors.connection_history(connection),
         },
     )
@@ -479,11 +638,22 @@ def connection_update(request, pk, kind="update"):
         messages.success(request, f"Request to {kind} “{obj.name}” saved; it awaits approval.")
         return obj
 
-    if kind == "adopt":
+    again = _filed_again_from(request, kinds=(R.UPDATE,), connection=connection)
+    if again is not None:  # "File again": as the earlier request had it, references included
+        initial = initial_from_document(again.document)
+    elif kind == "adopt":
         initial = initial_from_document(selectors.adoption_document(connection))
     else:
         initial = initial_from_document(doc.unredacted(connection.document))
-    return _request_form(request, initial, save, connection=connection, fixed_name=connection.name)
+    return _request_form(
+        request,
+        initial,
+        save,
+        connection=connection,
+        fixed_name=connection.name,
+        kind=kind,
+        again=again,
+    )
 
 
 def _filed(request, form, file):
@@ -510,7 +680,13 @@ def connection_rotate(request, pk):
     if refused := _change_refused(request, connection, R.ROTATE):
         return refused
     secrets = selectors.rotation_candidates(connection)
-    form = RotateForm(request.POST if request.method == "POST" else None, secrets=secrets)
+    again = _filed_again_from(request, kinds=(R.ROTATE,), connection=connection)
+    initial = {}
+    if again is not None:  # the versions the earlier request named
+        pinned = {doc.path_text(path): ref.version for path, ref in doc.references(again.document)}
+        initial = {f"version_{i}": pinned.get(s["path"]) for i, s in enumerate(secrets)}
+    data = request.POST if request.method == "POST" else None
+    form = RotateForm(data, secrets=secrets, initial=initial)
     if request.method == "POST" and form.is_valid():
 
         def file():
@@ -524,7 +700,7 @@ def connection_rotate(request, pk):
     return render(
         request,
         "connections_app/connection_rotate.html",
-        {"connection": connection, "form": form},
+        {"connection": connection, "form": form, "again": again},
         status=400 if form.errors else 200,
     )
 
@@ -536,7 +712,9 @@ def connection_remove(request, pk, kind):
     if refused := _change_refused(request, connection, kind):
         return refused
     data = request.POST if request.method == "POST" else None
-    form = ReasonForm(data, required=kind == R.DEAUTHORIZE)
+    again = _filed_again_from(request, kinds=(kind,), connection=connection)
+    initial = {"reason": again.reason} if again is not None else {}
+    form = ReasonForm(data, required=kind == R.DEAUTHORIZE, initial=initial)
     destinations, destinations_error = (
         selectors.api_destinations(connection) if kind == R.DELETE else ([], "")
     )
@@ -561,6 +739,7 @@ def connection_remove(request, pk, kind):
             "kind": kind,
             "destinations": destinations,
             "destinations_error": destinations_error,
+            "again": again,
         },
         status=400 if form.errors else 200,
     )
@@ -571,7 +750,12 @@ def connection_remove(request, pk, kind):
 
 
 def _list_context(form: AuditFilterForm) -> dict:
-    context = {"form": form, "actions": audit_review.ACTIONS, "outcomes": audit_review.OUTCOMES}
+    context = {
+        "form": form,
+        "actions": audit_review.ACTIONS,
+        "outcomes": audit_review.OUTCOMES,
+        "text_help": form.fields["actor"].help_text,
+    }
     if form.errors:
         context["errors"] = form.errors
         context["cursor_errors"] = [
@@ -593,8 +777,22 @@ def audit_list(request):
     cursor = form.cleaned_data
     events = audit_review.events_filtered(**form.filters())
     context["page"] = audit_review.page_of(events, before=cursor["before"], after=cursor["after"])
+    context["count"], context["count_more"] = audit_review.count_up_to(events)
     context["query"] = form.query()
     context["paged"] = cursor["before"] is not None or cursor["after"] is not None
+    context["ranges"] = [
+        (key, label, form.query(range=key, since=None, until=None), cursor["range"] == key)
+        for key, (label, _) in RANGES.items()
+    ]
+    if not context["count"]:  # nothing matches: did they mean another value?
+        context["suggestions"] = [
+            {
+                **found,
+                "links": [(v, form.query(**{found["field"]: v})) for v in found["values"]],
+                "prefix": form.query(**{found["field"]: found["text"] + "*"}),
+            }
+            for found in audit_review.suggestions(cursor)
+        ]
     return render(request, "connections_app/audit_list.html", context)
 
 
@@ -625,17 +823,40 @@ def audit_export(request, fmt):
 def audit_detail(request, pk):
     event = get_object_or_404(AuditEvent, pk=pk)
     review = audit_review.event_review(event, verify_all=request.GET.get("verify") == "all")
-    return render(request, "connections_app/audit_detail.html", {"event": event, **review})
+    # Ids have no gaps: the next event exists when the chain goes on past this one.
+    newer = AuditEvent.objects.filter(id=event.id + 1).exists()
+    return render(
+        request,
+        "connections_app/audit_detail.html",
+        {"event": event, "next_id": event.id + 1 if newer else None, **review},
+    )
 
 
 @login_required
 @permission_required(CAN_AUDIT, raise_exception=True)
 def audit_secret_uses(request):
-    """Where one secret value (fingerprint) was used, or how one reference's value changed."""
+    """Where one secret value (fingerprint) was used, how one reference's value changed, or
+    what lies under a path prefix; beside the reads, the requests that named the secret."""
     form = SecretUseForm(request.GET)
+    page = "connections_app/audit_secret_uses.html"
     if not form.is_valid():
-        return render(request, "connections_app/audit_secret_uses.html", {"form": form}, status=400)
+        return render(request, page, {"form": form}, status=400)
     data = form.cleaned_data
+    if not form.searched():
+        return render(request, page, {"form": form})
+    if data["prefix"]:
+        requests = selectors.requests_referencing(prefix=data["prefix"])
+        return render(
+            request,
+            page,
+            {
+                "form": form,
+                "key": "prefix",
+                "value": data["prefix"],
+                "requests": requests,
+                "references": _references_under(requests, data["prefix"]),
+            },
+        )
     rows, older = audit_review.secret_uses_page(
         fingerprint=data["fingerprint"],
         reference=data["reference"],
@@ -643,11 +864,15 @@ def audit_secret_uses(request):
         before=data["before"],
     )
     key = "fingerprint" if data["fingerprint"] else "reference"
+    if key == "reference":
+        referenced = [data["reference"]]
+    else:  # the references this value was read through, on this page
+        referenced = sorted({use.reference for row in rows for use in row["uses"]})
     if data["version"] is not None and key == "reference":
         data["reference"] += f"@{data['version']}"  # the next page asks the same question
     return render(
         request,
-        "connections_app/audit_secret_uses.html",
+        page,
         {
             "form": form,
             "rows": rows,
@@ -655,8 +880,20 @@ def audit_secret_uses(request):
             "key": key,
             "value": data[key],
             "query": urlencode({key: data[key]}),
+            "requests": selectors.requests_referencing(references=referenced),
         },
     )
+
+
+def _references_under(requests, prefix: str) -> list[str]:
+    """The references under `prefix` that these requests name, each to search on its own."""
+    found = {
+        ref.secret
+        for obj in requests
+        for _, ref in doc.references(obj.document)
+        if ref.secret.startswith(prefix)
+    }
+    return sorted(found)
 
 
 # ---------------------------------------------------------------------------
@@ -677,7 +914,9 @@ def healthz(request):
 def status(request):
     if not request.user.is_superuser:
         raise PermissionDenied("Only administrators can see the status page.")
+    started = timezone.now()
     ok, body = health.probe()
+    took = timezone.now() - started
     config = {
         "Vault address": settings.VAULT_ADDR,
         "Vault auth method": vault.auth_method(),
@@ -687,5 +926,33 @@ def status(request):
         "AWS account": eventbridge.account_id() or "(unknown)",
     }
     return render(
-        request, "connections_app/status.html", {"ok": ok, "health": body, "config": config}
+        request,
+        "connections_app/status.html",
+        {
+            "ok": ok,
+            "health": body,
+            "components": _components(body),
+            "checked_at": started,
+            "checked_in_ms": round(took.total_seconds() * 1000),
+            "config": config,
+        },
     )
+
+
+_SAID = {"reachable": "reachable", "sealed": "sealed", "authenticated": "authenticated",
+         "error": "error"}  # fmt: skip
+
+
+def _components(body: dict) -> list[dict]:
+    """The probe's answer as rows a person reads: each part, fine or not, and what was seen."""
+    names = {"database": "Database", "vault": "Vault", "aws": "AWS (EventBridge)"}
+    rows = []
+    for key, name in names.items():
+        part = body.get(key, {})
+        details = [
+            (_SAID.get(k, k), "yes" if v is True else "no" if v is False else v)
+            for k, v in part.items()
+            if k != "ok" and v is not None
+        ]
+        rows.append({"name": name, "ok": part.get("ok"), "details": details})
+    return rows

@@ -431,7 +431,8 @@ def test_pages_offer_only_what_the_services_accept(
 
     _failed(pending)
     assert _buttons(approver_client, pending) == {"Reject", "Retry"}
-    assert _buttons(requester_client, pending) == {"Cancel request"}
+    # A failed create or update goes back to pending once its requester edits it.
+    assert _buttons(requester_client, pending) == {"Edit", "Cancel request"}
 
 
 def test_page_of_a_request_past_its_time_shows_it_expired_and_writes_nothing(

@@ -106,7 +106,7 @@ def test_my_requests_show_expiry_and_deleted_connections(
     services.connection_refresh(connection=created.connection, actor=approver)
     page = requester_client.get(reverse("request_mine")).content.decode()
     assert "Pending approval" not in page and "Expired" in page
-    assert "Created <small>(deleted in AWS)</small>" in page
+    assert "Created</span> <small>(deleted in AWS)</small>" in page
 
 
 def test_connections_page_lists_connections_with_state(created, approver_client):
@@ -124,7 +124,12 @@ def test_auditors_do_not_refresh(created, auditor_client, requester_client):
 
 
 def _resolves_now(page: str) -> list[str]:
-    return re.findall(r'<span class="ok">Resolves: ([^<]*)</span>', page)
+    """Each "Resolves now" cell of the approver's secrets table, as "version N, updated T"."""
+    found = re.findall(
+        r'data-testid="resolves">Yes, (version \d+)</span>(?:<br><small>(updated [^<]*)</small>)?',
+        page,
+    )
+    return [", ".join(part for part in parts if part) for parts in found]
 
 
 def test_request_page_shows_the_version_each_reference_resolves_to_now(

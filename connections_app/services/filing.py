@@ -319,8 +319,11 @@ def rotation_document(connection: Connection, versions: dict[str, int | None]) -
 
 
 def request_update(*, request: ConnectionRequest, editor, document: dict) -> ConnectionRequest:
-    """Edit a pending create or update request's document."""
-    locked(request, editor, "edit")  # refused before any Vault or AWS call
+    """Edit a pending or failed create or update request's document. A failed one goes back to
+    pending, for a new approval of the new revision."""
+    # Refused before any Vault or AWS call; a failed create that made its connection after all
+    # is not edited (Retry adopts it).
+    refuse_if_made(locked(request, editor, "edit"))
     issues = document_problems(
         document,
         target=request.target,
@@ -333,8 +336,17 @@ def request_update(*, request: ConnectionRequest, editor, document: dict) -> Con
     new_hash = change_hash(request.kind, document)
 
     def apply(row: ConnectionRequest) -> None:
-        if new_hash == row.document_hash:
+        failed = row.status == R.FAILED
+        if new_hash == row.document_hash and not failed:
             return
+        if failed:  # decided again from the start, by whoever approves the new revision
+            row.status = R.PENDING
+            row.expires_at = timezone.now() + settings.REQUEST_TTL
+            row.decided_by = row.decided_at = row.submit_started_at = None
+            row.decision_comment = row.error_code = row.error_message = ""
+            # A new document is a new submission: nothing of the failed attempts to reconcile
+            # (a failed create that made its connection was refused above).
+            row.submit_attempts = 0
         previous = row.document_hash
         row.document = document
         row.document_hash = new_hash
@@ -343,17 +355,15 @@ def request_update(*, request: ConnectionRequest, editor, document: dict) -> Con
         row.revision += 1
         row.approved_hash = ""  # any approval was bound to the old document
         _save(row, author=editor)
-        audit.record(
-            action="connection.request.edit",
-            actor=editor,
-            request=row,
-            data={
-                "document": doc.redact(document),
-                "document_hash": new_hash,
-                "previous_hash": previous,
-                "revision": row.revision,
-            },
-        )
+        data = {
+            "document": doc.redact(document),
+            "document_hash": new_hash,
+            "previous_hash": previous,
+            "revision": row.revision,
+        }
+        if failed:
+            data["previous_status"] = R.FAILED
+        audit.record(action="connection.request.edit", actor=editor, request=row, data=data)
 
     return locked(request, editor, "edit", apply)
 

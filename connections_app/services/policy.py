@@ -23,8 +23,10 @@ class ActionRefused(PermissionDenied):
 ACTIONS = ("edit", "cancel", "approve", "reject", "retry")
 # A pending request can be withdrawn or turned down; so can a failed one nobody will retry.
 CLOSABLE = (R.PENDING, R.FAILED)
-# Kinds whose document a requester edits in the connection form (others are filed again).
+# Kinds whose document a requester edits in the connection form (others are filed again), and
+# when: a failed one goes back to pending for a new approval once edited.
 EDITABLE_KINDS = (R.CREATE, R.UPDATE)
+EDITABLE = (R.PENDING, R.FAILED)
 
 
 def refusal(action: str, request: ConnectionRequest, user) -> ActionRefused | None:
@@ -59,9 +61,9 @@ def refusal(action: str, request: ConnectionRequest, user) -> ActionRefused | No
             return ActionRefused(
                 f"Only a pending or failed request can be {done}.", code="not_pending"
             )
-    elif request.status != R.PENDING:
-        if action == "edit":
-            return ActionRefused("Only a pending request can be edited.", code="not_pending")
+    elif action == "edit" and request.status not in EDITABLE:
+        return ActionRefused("Only a pending or failed request can be edited.", code="not_pending")
+    elif action != "edit" and request.status != R.PENDING:
         return ActionRefused(_busy_message(request), code="not_pending")
     elif action == "edit" and request.kind not in EDITABLE_KINDS:
         return ActionRefused(

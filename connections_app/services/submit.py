@@ -19,11 +19,19 @@ R = ConnectionRequest
 
 
 def request_approve(
-    *, request: ConnectionRequest, approver, comment: str = "", seen_hash: str
+    *,
+    request: ConnectionRequest,
+    approver,
+    comment: str = "",
+    seen_hash: str,
+    anyway: bool = False,
 ) -> ConnectionRequest:
-    """Approve and submit: at most one AWS call per change, whoever clicks how often."""
+    """Approve and submit: at most one AWS call per change, whoever clicks how often.
+    `anyway`: the approver was told that a reference did not resolve, and approved all the
+    same; the audit records it."""
     comment = clean_text(comment, what="comment")
-    return _submit(_claim(request, approver, "approve", seen_hash, comment), approver)
+    claimed = _claim(request, approver, "approve", seen_hash, comment, anyway=anyway)
+    return _submit(claimed, approver)
 
 
 def request_retry(*, request: ConnectionRequest, approver, seen_hash: str) -> ConnectionRequest:
@@ -31,7 +39,9 @@ def request_retry(*, request: ConnectionRequest, approver, seen_hash: str) -> Co
     return _submit(_claim(request, approver, "retry", seen_hash, ""), approver)
 
 
-def _claim(request, approver, action: str, seen_hash: str, comment: str) -> ConnectionRequest:
+def _claim(
+    request, approver, action: str, seen_hash: str, comment: str, *, anyway: bool = False
+) -> ConnectionRequest:
     """Approve and retry: one locked transaction records a due expiry, refuses, or claims the
     row for this attempt (of racing clicks exactly one claims). Vault is read only after it."""
 
@@ -76,6 +86,7 @@ def _claim(request, approver, action: str, seen_hash: str, comment: str) -> Conn
                 "document_hash": row.approved_hash,
                 "comment": comment,
                 "attempt": row.submit_attempts,
+                **({"anyway": anyway} if action == "approve" else {}),
             },
         )
 
