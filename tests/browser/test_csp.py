@@ -54,7 +54,8 @@ def test_app_pages_run_without_violations(
     # The script works under the policy: rows are added and a reference is checked.
     params = page.locator('fieldset.params[data-prefix="inv_header"]')
     before = params.locator("tbody.rows tr.param-row").count()
-    params.get_by_role("button", name="Add row").click()
+    page.locator("details[data-section=inv_http] summary").click()
+    params.get_by_role("button", name="Add header").click()
     expect(params.locator("tbody.rows tr.param-row")).to_have_count(before + 1)
     page.locator('input[name="authorization_type"][value="BASIC"]').check()
     page.locator('[name="basic_password"]').fill("secret/canary/basic#password")

@@ -54,8 +54,11 @@ def rows(page, prefix):
 
 
 def add_row(page, prefix):
-    params = page.locator(f'fieldset.params[data-prefix="{prefix}"]')
-    params.get_by_role("button", name="Add row").click()
+    """Open the optional part holding the list (when folded), then its "Add ..." button."""
+    section = page.locator(f'details:has(fieldset.params[data-prefix="{prefix}"])')
+    if section.get_attribute("open") is None:
+        section.locator("summary").click()
+    page.locator(f'fieldset.params[data-prefix="{prefix}"] .add-row').click()
 
 
 def api_key_form(login, requester, name):
@@ -100,10 +103,11 @@ def fill_request_with_every_canary(page, name):
     field_input(page, "oauth_client_id").fill("client-1")
     field_input(page, "oauth_client_secret").fill(CLIENT_SECRET_REF)
     field_input(page, "oauth_endpoint").fill("https://auth.example.com/oauth2/token")
+    for prefix in ("oauth_header", "oauth_body", "inv_header", "inv_header", "inv_query"):
+        add_row(page, prefix)  # the lists start empty
     fill_row(rows(page, "oauth_header").nth(0), "X-Basic", PASSWORD_REF, secret=True)
     fill_row(rows(page, "oauth_body").nth(0), "grant_type", "client_credentials")
     fill_row(rows(page, "inv_header").nth(0), "X-Token", HEADER_TOKEN_REF, secret=True)
-    add_row(page, "inv_header")
     fill_row(rows(page, "inv_header").nth(1), "X-Api-Key", API_KEY_REF, secret=True)
     fill_row(rows(page, "inv_query").nth(0), "legacy_key", V1_KEY_REF, secret=True)
 
@@ -137,7 +141,10 @@ def test_parameter_rows_are_added_removed_and_saved(login, requester, unique_nam
     page = api_key_form(login, requester, unique_name)
 
     headers = rows(page, "inv_header")
-    expect(headers).to_have_count(1)
+    expect(headers).to_have_count(0)  # the lists start empty
+    add_row(page, "inv_header")
+    # The new row's key has the focus: type it at once.
+    expect(headers.nth(0).locator('input[name$="-key"]')).to_be_focused()
     add_row(page, "inv_header")
     add_row(page, "inv_header")
     expect(headers).to_have_count(3)
@@ -146,12 +153,15 @@ def test_parameter_rows_are_added_removed_and_saved(login, requester, unique_nam
     fill_row(headers.nth(2), "X-Plain", "plain-value")
     headers.nth(1).get_by_role("button", name="Remove").click()
     expect(headers).to_have_count(2)
+    # The row and its button are gone: the focus goes to "Add header".
+    expect(page.locator('fieldset.params[data-prefix="inv_header"] .add-row')).to_be_focused()
     # The rows after it are renumbered: no gap, and the form count is the rows left.
     expect(headers.nth(1).locator('input[name="inv_header-1-key"]')).to_have_value("X-Plain")
     expect(field_input(page, "inv_header-TOTAL_FORMS")).to_have_value("2")
-    check = headers.nth(1).get_by_role("button", name="Check")
+    check = headers.nth(1).locator(".check-ref")  # hidden: not a secret row
     expect(check).to_have_attribute("value", "inv_header-1-value")
     expect(check).to_have_attribute("data-target", "id_inv_header-1-value")
+    add_row(page, "inv_query")
     add_row(page, "inv_query")
     fill_row(rows(page, "inv_query").nth(1), "page", "1")
 
@@ -173,6 +183,7 @@ def test_parameter_rows_are_added_removed_and_saved(login, requester, unique_nam
 def test_rows_added_and_removed_do_not_count_toward_the_row_limit(login, requester, unique_name):
     page = api_key_form(login, requester, unique_name)
     headers = rows(page, "inv_header")
+    page.locator("details[data-section=inv_http] summary").click()
     add = page.locator('fieldset.params[data-prefix="inv_header"] .add-row')
     add.evaluate("button => { for (let i = 0; i < 109; i++) button.click(); }")
     expect(headers).to_have_count(100)  # the most the server accepts: Add row stops there
@@ -205,8 +216,11 @@ def test_errors_show_next_to_fields_and_keep_everything_entered(login, requester
     field_input(page, "oauth_client_secret").fill(CLIENT_SECRET_REF)
     field_input(page, "oauth_endpoint").fill("http://auth.example.com/oauth2/token")
     field_input(page, "oauth_http_method").select_option("GET")
+    add_row(page, "oauth_body")
     fill_row(rows(page, "oauth_body").nth(0), "grant_type", "client_credentials")
+    add_row(page, "inv_header")
     fill_row(rows(page, "inv_header").nth(0), "X-Token", HEADER_TOKEN_REF, secret=True)
+    page.locator("details[data-section=kms] summary").click()
     field_input(page, "kms_key").fill("alias/partner")
 
     save(page)
@@ -290,11 +304,13 @@ def test_check_shows_version_or_error_never_the_value(login, requester, canaries
     for name, value in canaries.items():
         assert value not in seen, f"canary {name} shown by Check"
 
-    # A plain row's value is no reference: its Check says so instead of asking Vault.
+    # A plain row's value is no reference: Check shows only on rows ticked secret.
+    add_row(page, "inv_header")
     row = rows(page, "inv_header").nth(0)
     fill_row(row, "X-Plain", "plain-value")
-    row.get_by_role("button", name="Check").click()
-    expect(row.locator(".check-result")).to_have_text(re.compile("Only a secret row's value"))
+    expect(row.get_by_role("button", name="Check")).to_be_hidden()
+    row.locator('input[name$="-is_secret"]').check()
+    expect(row.get_by_role("button", name="Check")).to_be_visible()
 
 
 def test_approver_approves_in_browser_and_connection_is_created(

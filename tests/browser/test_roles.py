@@ -8,8 +8,9 @@ from playwright.sync_api import expect
 pytestmark = [pytest.mark.usefixtures("servers"), pytest.mark.browser]
 
 REQUESTER_NAV = ["New connection", "My requests", "Connections"]
-APPROVER_NAV = ["Approval queue", "Connections", "Audit log"]
-AUDITOR_NAV = ["Connections", "Audit log"]
+# The queue counts what waits for this approver (nothing, here).
+APPROVER_NAV = ["Approval queue (0)", "Connections", "Audit log", "Secret uses"]
+AUDITOR_NAV = ["Connections", "Audit log", "Secret uses"]
 ADMIN_NAV = ["Status", "Admin"]
 
 
