@@ -45,6 +45,11 @@ function errorSummary() {
   const summary = document.querySelector(".error-summary");
   if (!summary) return;
   summary.focus();
+  // A form posted from a page whose address has a #fragment (the skip link's #main) comes back
+  // with it, and the browser then moves the focus to that target: take it back, once.
+  window.addEventListener("load", () => {
+    if (!summary.contains(document.activeElement)) summary.focus();
+  }, { once: true });
   summary.addEventListener("click", (event) => {
     const link = event.target.closest("a[href^='#']");
     if (!link) return;
