@@ -356,6 +356,15 @@ def test_sweep_failure_paths(sweep, bao_cli, settings, moto, monkeypatch):
     )
     assert (obj.status, cancelled.status, expired.status) == (R.REJECTED, R.CANCELLED, R.EXPIRED)
 
+    # No dead ends: each closed request's page, and its form filled in again (File again); a
+    # pending one's Cancel asks first.
+    for closed in (obj, cancelled, expired):
+        sweep.c["requester"].get(reverse("request_detail", args=[closed.pk]))
+        sweep.c["requester"].get(reverse("request_new"), {"from": closed.pk})
+    waiting = sweep.file("BASIC", _name("confirm"))
+    sweep.c["requester"].get(reverse("request_cancel", args=[waiting.pk]))
+    sweep.flow("closed requests filed again (forms filled in), a pending one's Cancel confirmation")
+
 
 def test_sweep_server_error_and_error_pages(sweep, settings):
     """DEBUG off, ADMINS set: a crash inside the SDK call mails a report and shows the 500 page."""
@@ -453,6 +462,12 @@ def _audit_urls(events: list[int], references: list[str], fingerprints: list[str
             if "secret" in p.name:  # where a reference or a fingerprint was used
                 out += [(p.name, f"{url}?{urlencode({'reference': r})}") for r in references]
                 out += [(p.name, f"{url}?{urlencode({'fingerprint': f})}") for f in fingerprints]
+                # The search box: a reference, its path prefix, a fingerprint.
+                prefixes = sorted({r.rpartition("/")[0] + "/" for r in references})
+                out += [(p.name, url)]
+                out += [(p.name, f"{url}?{urlencode({'q': q})}") for q in references[:3]]
+                out += [(p.name, f"{url}?{urlencode({'q': q})}") for q in prefixes]
+                out += [(p.name, f"{url}?{urlencode({'q': q})}") for q in fingerprints[:3]]
             else:  # the log and its exports, whole and filtered
                 out += [(p.name, url), (p.name, f"{url}?action=connection.vault.resolve")]
     return out
