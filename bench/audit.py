@@ -8,7 +8,9 @@ database, which would crowd a year of synthetic history into one instant.
 - page figures: median wall time of GETs through the Django test client as an auditor (session,
   user and permissions included), after warm-up; the two databases are measured in alternating
   blocks so that machine noise hits both alike. "deep" pages start at random cursors among the
-  oldest 5% of events; "filtered" is action=connection.vault.resolve on one day (days vary).
+  oldest 5% of events; "filtered" is action=connection.vault.resolve on one day (days vary);
+  "prefix" is a connection-name prefix matching about ten names (connection=partner-0047*),
+  or every request action (action=connection.request.*).
 - export: the JSON Lines view consumed through the test client's streaming iterator; first byte
   is the time to the first chunk (200 lines), memory is the peak RSS (VmHWM, reset through
   /proc/self/clear_refs before each run) minus the RSS before it.
@@ -82,7 +84,11 @@ def _urls(count: int) -> dict:
     first = AuditEvent.objects.order_by("id").values_list("created_at", flat=True).first()
     days = [(first + timedelta(days=d)).date() for d in range(100, 300, 7)]
     filtered = [f"/audit/?action=connection.vault.resolve&since={day}&until={day}" for day in days]
-    return {"first": ["/audit/"], "deep": deep, "filtered": filtered}
+    # Prefixes (a trailing *): about ten connection names each, and every request action.
+    areas = ("billing", "crm", "shipping", "search", "ledger", "partner", "webhooks", "identity")
+    prefix = [f"/audit/?connection={area}-0{n:03d}*" for area in areas for n in (12, 345, 471)]
+    prefix.append("/audit/?action=connection.request.*")
+    return {"first": ["/audit/"], "deep": deep, "filtered": filtered, "prefix": prefix}
 
 
 def _timed(client, url: str) -> float:
@@ -195,6 +201,7 @@ def run(ctx) -> dict:
             max(ms(BIG, "first") / ms(SMALL, "first"), ms(BIG, "deep") / ms(SMALL, "deep")), 3
         ),
         "audit_filtered_ms_1m": round(ms(BIG, "filtered"), 2),
+        "audit_prefix_ms_1m": round(ms(BIG, "prefix"), 2),
         "export_events_per_s": round(statistics.median(e[0] for e in exports)),
         "export_first_byte_ms": round(statistics.median(e[1] for e in exports) * 1000, 2),
         "export_rss_growth_mb": round(statistics.median(e[2] for e in exports), 1),

@@ -7,10 +7,11 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import CharField, Func, Q, QuerySet, Subquery
 
 from .audit import COLUMNS, GENESIS, ChainResult, UtcIsoText, parsed, verify_range
@@ -60,17 +61,20 @@ _LIST_COLUMNS = (
 EXPORT_COLUMNS = (*COLUMNS[:10], "prev_hash", "hash", "data")  # data last: readable exports
 
 
-def text_filter(field: str, value: str) -> Q:
+def text_filter(field: str, value: str, *, ranged: bool = True) -> Q:
     """Exact, or every value starting with `value` less its final "*". A prefix is a range on
     the (field, id) index ([prefix, prefix + U+10FFFF): the strings that start with it, in a
     code-point or byte collation) rechecked with LIKE, so that it stays right under any
     collation and still reads only the index range when PostgreSQL's collation is not "C"
-    (where LIKE alone would scan the table)."""
+    (where LIKE alone would scan the table). `ranged` False: LIKE alone, a filter on the rows
+    that another condition's index finds."""
     if not value.endswith("*"):
         return Q(**{field: value})
     prefix = value.rstrip("*")
     if not prefix:
         return Q()
+    if not ranged:
+        return Q(**{f"{field}__startswith": prefix})
     return Q(
         **{
             f"{field}__gte": prefix,
@@ -78,6 +82,32 @@ def text_filter(field: str, value: str) -> Q:
             f"{field}__startswith": prefix,
         }
     )
+
+
+# The text filters from the most to the least selective (in the audit bench's log: ARNs and
+# connection names are many, actors fewer, actions and outcomes a handful).
+_BY_SELECTIVITY = ("arn", "connection_name", "actor_username", "action", "outcome")
+
+
+def cheap_to_count(filters: dict) -> bool:
+    """One index range (or none) answers the count: at most one text filter (times only bound
+    the id). Two or more: counting a thousand matches may walk far more rows than the page."""
+    return sum(1 for field in _BY_SELECTIVITY if filters.get(field)) <= 1
+
+
+@contextmanager
+def planned_for_these_values(filters: dict):
+    """Around the queries of a page filtered by a prefix: on PostgreSQL, plans made for the
+    prefixes given, not the generic plan of a prepared statement (DATABASE_PREPARED_STATEMENTS),
+    which cannot know how much of the log a range covers and may AND two bitmaps of half the log
+    (audit bench, a prefix with a second filter: 108 ms instead of 6). Elsewhere, nothing."""
+    prefixed = any(isinstance(v, str) and v.endswith("*") for v in filters.values())
+    if not prefixed or connection.vendor != "postgresql":
+        yield
+        return
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        yield
 
 
 def _moment(value, *, end: bool) -> datetime:
@@ -101,9 +131,12 @@ def events_filtered(
     to a bound would be counted with its neighbours).
     """
     qs = AuditEvent.objects.all()
-    for field in _EXACT_FILTERS:
-        if exact.get(field):
-            qs = qs.filter(text_filter(field, exact[field]))
+    given = [field for field in _BY_SELECTIVITY if exact.get(field)]
+    # Of several prefixes only the most selective is a range on its index (two broad ranges
+    # make PostgreSQL AND two bitmaps of half the log); the others filter the rows found.
+    prefixes = [field for field in given if exact[field].endswith("*")]
+    for field in given:
+        qs = qs.filter(text_filter(field, exact[field], ranged=field in prefixes[:1]))
     if since is not None:
         start = _moment(since, end=False)
         first = AuditEvent.objects.filter(created_at__gte=start).order_by("created_at", "id")

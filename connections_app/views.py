@@ -775,9 +775,16 @@ def audit_list(request):
     if not form.is_valid():
         return render(request, "connections_app/audit_list.html", context, status=400)
     cursor = form.cleaned_data
-    events = audit_review.events_filtered(**form.filters())
-    context["page"] = audit_review.page_of(events, before=cursor["before"], after=cursor["after"])
-    context["count"], context["count_more"] = audit_review.count_up_to(events)
+    filters = form.filters()
+    events = audit_review.events_filtered(**filters)
+    with audit_review.planned_for_these_values(filters):
+        page = audit_review.page_of(events, before=cursor["before"], after=cursor["after"])
+        context["page"] = page
+        if audit_review.cheap_to_count(filters):
+            context["count"], context["count_more"] = audit_review.count_up_to(events)
+        else:  # what the page itself says: all of them, or more than it shows
+            more = page.older is not None or page.newer is not None
+            context["count"], context["count_more"] = len(page.events), more
     context["query"] = form.query()
     context["paged"] = cursor["before"] is not None or cursor["after"] is not None
     context["ranges"] = [
