@@ -166,6 +166,8 @@ def _pages(role: str, s) -> list[tuple[str, str]]:
             ("delete", f"/connections/{s['drifted'].pk}/delete/"),
             ("reauthorize", f"/connections/{s['deauthorized'].pk}/reauthorize/"),
             ("forbidden", "/approvals/"),
+            # Refused (nobody manages it yet): back on the connection, with the message.
+            ("refused-message", f"/connections/{s['unmanaged'].pk}/rotate/"),
         ]
     if role == "approver":
         return [
