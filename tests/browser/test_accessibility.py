@@ -161,6 +161,7 @@ def _pages(role: str, s) -> list[tuple[str, str]]:
             ("edit-failed", f"/requests/{s['failed'].pk}/edit/"),
             ("file-again", f"/requests/new/?from={s['rejected'].pk}"),
             ("cancel", f"/requests/{s['pending'].pk}/cancel/"),
+            ("update", f"/connections/{s['drifted'].pk}/update/"),
             ("rotate", f"/connections/{s['drifted'].pk}/rotate/"),
             ("deauthorize", f"/connections/{s['drifted'].pk}/deauthorize/"),
             ("delete", f"/connections/{s['drifted'].pk}/delete/"),
@@ -244,7 +245,14 @@ class Findings:
                 page.screenshot(path=SHOTS / f"{role}-{name}-{PHONE}.png", full_page=True)
         page.set_viewport_size({"width": WIDE, "height": 900})
 
-    def assert_none(self) -> None:
+    def assert_none(self, role: str) -> None:
+        """Fail with every problem; either way, list what was checked beside the screenshots."""
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        report = SHOTS.parent / f"accessibility-{role}.txt"
+        lines = [f"{len(self.checked)} page states checked (axe at {WIDE} px, width at "
+                 f"{PHONE} and {ZOOMED} px): {len(self.problems)} problems", *self.checked,
+                 "", *self.problems]  # fmt: skip
+        report.write_text("\n".join(lines) + "\n")
         assert not self.problems, "\n".join(self.problems)
 
 
@@ -296,7 +304,7 @@ def test_every_page_passes_axe_and_fits_a_phone(browser, live_server, scene, rol
     if role == "approver":
         _decision_states(page, findings, scene)
     context.close()
-    findings.assert_none()
+    findings.assert_none(role)
     assert len(findings.checked) >= 12
 
 
