@@ -253,6 +253,19 @@ Q_CLUSTER = {
     "ack_failures": True,
 }
 
+# Notifications: an outbox sent by the worker (email through EMAIL_URL; chat through Apprise
+# URLs per group, "group=url;group=url", which hold tokens: they stay in the environment).
+SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")  # for links in messages
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="eventbridge-connections@localhost")
+NOTIFY_DOMAIN = env.str("NOTIFY_DOMAIN", default="eventbridge-connections.local")  # Message-IDs
+NOTIFY_APPRISE = dict(
+    part.split("=", 1) for part in env.str("NOTIFY_APPRISE", default="").split(";") if "=" in part
+)
+NOTIFY_LAST_CALL = timedelta(hours=env.int("NOTIFY_LAST_CALL_HOURS", default=24))
+NOTIFY_SEND_LEASE = timedelta(seconds=env.int("NOTIFY_SEND_LEASE_SECONDS", default=120))
+NOTIFY_MAX_ATTEMPTS = env.int("NOTIFY_MAX_ATTEMPTS", default=5)
+EMAIL_TIMEOUT = env.float("EMAIL_TIMEOUT", default=10.0)
+
 # A request left in "submitting" longer than this is assumed to have lost its response.
 SUBMIT_STALE_AFTER = timedelta(seconds=env.int("SUBMIT_STALE_AFTER_SECONDS", default=120))
 
@@ -277,7 +290,15 @@ LOGGING = {
         "django": {"handlers": ["mail_admins"], "level": "INFO", "propagate": True},
         **{
             name: _QUIET
-            for name in ("botocore", "boto3", "s3transfer", "urllib3", "hvac", "requests")
+            for name in (
+                "botocore",
+                "boto3",
+                "s3transfer",
+                "urllib3",
+                "hvac",
+                "requests",
+                "apprise",
+            )
         },
     },
 }

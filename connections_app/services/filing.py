@@ -10,7 +10,7 @@ from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from .. import audit, eventbridge, vault
+from .. import audit, eventbridge, notify, vault
 from .. import document as doc
 from ..models import Connection, ConnectionRequest, DocumentRevision, Target
 from ..roles import CAN_REQUEST
@@ -49,12 +49,13 @@ def _expire_if_due(request: ConnectionRequest) -> bool:
         return False
     request.status = R.EXPIRED
     request.save(update_fields=["status", "updated_at"])
-    audit.record(
+    event = audit.record(
         action="connection.request.expire",
         request=request,
         outcome="expired",
         data={"expired_at": request.expires_at.isoformat()},
     )
+    notify.change_result(request, event)
     return True
 
 
@@ -212,9 +213,10 @@ def _filed(request: ConnectionRequest, requester) -> ConnectionRequest:
             data["document"] = doc.redact(request.document)
         if request.reason:
             data["reason"] = request.reason
-        audit.record(
+        event = audit.record(
             action="connection.request.create", actor=requester, request=request, data=data
         )
+        notify.change_waiting(request, event)
     return request
 
 
@@ -343,7 +345,7 @@ def request_update(*, request: ConnectionRequest, editor, document: dict) -> Con
         row.revision += 1
         row.approved_hash = ""  # any approval was bound to the old document
         _save(row, author=editor)
-        audit.record(
+        event = audit.record(
             action="connection.request.edit",
             actor=editor,
             request=row,
@@ -354,6 +356,7 @@ def request_update(*, request: ConnectionRequest, editor, document: dict) -> Con
                 "revision": row.revision,
             },
         )
+        notify.change_waiting(row, event)
 
     return locked(request, editor, "edit", apply)
 
@@ -401,12 +404,13 @@ def request_reject(*, request: ConnectionRequest, approver, reason: str) -> Conn
         row.decided_at = timezone.now()
         row.decision_comment = reason
         row.save()
-        audit.record(
+        event = audit.record(
             action="connection.request.reject",
             actor=approver,
             request=row,
             outcome="rejected",
             data={"reason": reason, "document_hash": row.document_hash},
         )
+        notify.change_result(row, event)
 
     return locked(request, approver, "reject", apply)

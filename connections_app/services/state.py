@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db import transaction
 from django.utils import timezone
 
-from .. import audit, eventbridge
+from .. import audit, eventbridge, notify
 from ..models import Connection, ConnectionRequest
 from .submit import apply_described, connection_data
 
@@ -45,9 +45,11 @@ def connection_refresh(*, connection: Connection, actor=None) -> Connection:
             data = {"previous_state": before[0], **connection_data(connection)}
             if connection.deauthorized_by_aws:
                 data["deauthorized_by_aws"] = True
-            audit.record(
+            event = audit.record(
                 action="connection.state.refresh", actor=actor, connection=connection, data=data
             )
+            if connection.deauthorized_by_aws and before[0] != "DEAUTHORIZED":
+                notify.connection_flagged(connection, "deauthorized_by_aws", event)
     return connection
 
 

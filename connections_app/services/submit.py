@@ -8,7 +8,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
-from .. import audit, eventbridge, vault
+from .. import audit, eventbridge, notify, vault
 from .. import document as doc
 from ..models import Connection, ConnectionRequest
 from .filing import clean_text, locked, refuse_if_in_use
@@ -225,7 +225,9 @@ def _finish(request: ConnectionRequest, actor, outcome: _Outcome) -> ConnectionR
         )
         if written and outcome.status in R.SUCCEEDED:
             _record_connection(request, outcome)
-        audit.append(_events(request, actor, outcome))
+        events = audit.append(_events(request, actor, outcome))
+        if written:
+            notify.change_result(request, events[-1])
     return request
 
 

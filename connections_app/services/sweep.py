@@ -18,7 +18,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from .. import audit, eventbridge, vault
+from .. import audit, eventbridge, notify, vault
 from .. import document as doc
 from ..models import Connection, ConnectionRequest, Sweep, Target
 from .submit import apply_described, connection_data
@@ -170,7 +170,12 @@ class _Found:
             drifted=len(self.drift),
         )
         if events:
-            audit.append(events)
+            for entry, event in zip(events, audit.append(events), strict=True):
+                flag = entry["action"].rpartition(".")[2]
+                if flag in notify.FLAG_TEXT:
+                    notify.connection_flagged(entry["connection"], flag, event)
+                elif entry["data"].get("deauthorized_by_aws"):
+                    notify.connection_flagged(entry["connection"], "deauthorized_by_aws", event)
 
     def _seen(self, row: Connection, item: dict, in_flight: set) -> list[dict]:
         before = (row.state, row.state_reason, row.modified_at)
