@@ -7,6 +7,7 @@ from .models import (
     Connection,
     ConnectionRequest,
     DocumentRevision,
+    Notification,
     Scope,
     SecretHost,
     Sweep,
@@ -111,3 +112,13 @@ class ScopeAdmin(admin.ModelAdmin):
 @admin.register(SecretHost)
 class SecretHostAdmin(ReadOnlyAdmin):
     list_display = ("host", "first_at", "first_request")
+
+
+@admin.register(Notification)
+class NotificationAdmin(ReadOnlyAdmin):
+    """The outbox: what was written, to whom, and whether it went out (failures with why)."""
+
+    list_display = ("created_at", "kind", "recipient", "group", "channel", "status", "attempts",
+                    "last_error")  # fmt: skip
+    list_filter = ("status", "channel", "kind")
+    search_fields = ("subject",)

@@ -62,6 +62,7 @@ def navigation(request) -> dict:
         items.append(("connection_list", "Connections"))
     if user.has_perm(CAN_AUDIT):
         items.append(("audit_list", "Audit log"))
+    items.append(("notifications", "Notifications"))
     if user.is_superuser:
         items += [("status", "Status"), ("admin:index", "Admin")]
     return {"nav": [(_address(name), label) for name, label in items]}

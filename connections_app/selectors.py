@@ -333,3 +333,23 @@ def _secret_change(before: dict | None, ref: vault.Reference, answer) -> dict:
         "value": value,
         "fingerprint": fingerprint,
     }
+
+
+# ---------------------------------------------------------------------------
+# Notifications
+
+
+def notifications_of(user, *, size: int = 100) -> dict:
+    """The user's newest notifications, their groups' chat posts, and what they muted."""
+    from .models import Notification, NotificationMute
+
+    rows = Notification.objects.filter(
+        Q(recipient=user) | Q(group__in=group_ids(user))
+    ).select_related("group")
+    return {
+        "rows": list(rows.order_by("-created_at", "-id")[:size]),
+        "email_muted": NotificationMute.objects.filter(
+            user=user, channel=Notification.EMAIL
+        ).exists(),
+        "has_email": bool(user.email),
+    }

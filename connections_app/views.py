@@ -567,6 +567,23 @@ def connection_remove(request, pk, kind):
 
 
 # ---------------------------------------------------------------------------
+# Notifications
+
+
+@login_required
+def notifications(request):
+    """What was written for me (and for my groups' chat channels), and when it went out; the
+    email channel can be muted (approvers' reminders come all the same)."""
+    if request.method == "POST":
+        services.notifications_mute(user=request.user, email=request.POST.get("email") != "on")
+        messages.success(request, "Saved.")
+        return redirect("notifications")
+    return render(
+        request, "connections_app/notifications.html", selectors.notifications_of(request.user)
+    )
+
+
+# ---------------------------------------------------------------------------
 # Audit
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,8 +209,10 @@ def user_factory(db, django_user_model):
     from django.contrib.auth.models import Group
 
     def make(username=None, *, groups=(), superuser=False):
+        username = username or f"user-{uuid.uuid4().hex[:8]}"
         user = django_user_model.objects.create_user(
-            username=username or f"user-{uuid.uuid4().hex[:8]}",
+            username=username,
+            email=f"{username.strip('+@')}@example.com",  # where their notifications go
             password="pw-for-tests-only",  # noqa: S106
             is_superuser=superuser,
             is_staff=superuser,
@@ -325,3 +328,55 @@ def make_document(unique_name):
         return doc
 
     return make
+
+
+# ---------------------------------------------------------------------------
+# Mail
+
+
+class SMTPServer:
+    """aiosmtpd on a loopback port, for the test that asks: `messages` (as received),
+    `answer` (the reply to DATA; a 5xx refuses), `hold` (an Event DATA waits on)."""
+
+    def __init__(self):
+        from aiosmtpd.controller import Controller
+
+        self.messages: list[bytes] = []
+        self.answer = "250 OK"
+        self.hold = None
+        self.received = threading.Event()
+        server = self
+
+        class Handler:
+            async def handle_DATA(self, smtp, session, envelope):
+                import asyncio
+
+                server.messages.append(envelope.original_content or envelope.content)
+                server.received.set()
+                while server.hold is not None and not server.hold.is_set():
+                    await asyncio.sleep(0.05)
+                return server.answer
+
+        self.port = faults.closed_port()
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+
+    def message_ids(self) -> list[str]:
+        import email
+
+        return [email.message_from_bytes(m)["Message-ID"] for m in self.messages]
+
+
+@pytest.fixture
+def smtp(settings):
+    """A real SMTP server; Django's mail goes to it for this test."""
+    server = SMTPServer()
+    server.controller.start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", server.port
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+    settings.EMAIL_TIMEOUT = 5
+    yield server
+    if server.hold is not None:
+        server.hold.set()
+    server.controller.stop()

@@ -414,3 +414,13 @@ def request_reject(*, request: ConnectionRequest, approver, reason: str) -> Conn
         notify.change_result(row, event)
 
     return locked(request, approver, "reject", apply)
+
+
+def notifications_mute(*, user, email: bool) -> None:
+    """Mute (or unmute) the email channel for oneself."""
+    from ..models import Notification, NotificationMute
+
+    if email:
+        NotificationMute.objects.get_or_create(user=user, channel=Notification.EMAIL)
+    else:
+        NotificationMute.objects.filter(user=user, channel=Notification.EMAIL).delete()

@@ -7,9 +7,9 @@ from playwright.sync_api import expect
 
 pytestmark = [pytest.mark.usefixtures("servers"), pytest.mark.browser]
 
-REQUESTER_NAV = ["New connection", "My requests", "Connections"]
-APPROVER_NAV = ["Approval queue", "Connections", "Audit log"]
-AUDITOR_NAV = ["Connections", "Audit log"]
+REQUESTER_NAV = ["New connection", "My requests", "Connections", "Notifications"]
+APPROVER_NAV = ["Approval queue", "Connections", "Audit log", "Notifications"]
+AUDITOR_NAV = ["Connections", "Audit log", "Notifications"]
 ADMIN_NAV = ["Status", "Admin"]
 
 
