@@ -84,9 +84,9 @@ class _Found:
         self.described: dict[str, dict] = {}  # ARN -> describe_connection answer
         self.drift: dict[int, list[dict]] = {}  # connection id -> drifted secrets
         self.figures: dict = {"aws_calls": 0, "vault_reads": 0, "distinct_paths": 0}
-        self.known = {
-            c.arn: c for c in Connection.objects.filter(target=target).exclude(state="DELETED")
-        }
+        # Deleted ones too: an ARN is never made twice, and one recorded as deleted that AWS
+        # lists again (a describe answered "not found" too early) is that same connection.
+        self.known = {c.arn: c for c in Connection.objects.filter(target=target)}
 
     def inventory(self) -> None:
         if not self.target.account_id:
@@ -128,7 +128,6 @@ class _Found:
 
     def record(self) -> None:
         """Write what was learnt, with an audit event for each change it makes."""
-        counts = defaultdict(int)
         events = []
         in_flight = set(
             R.objects.filter(target=self.target, status=R.SUBMITTING).values_list(
@@ -140,8 +139,8 @@ class _Found:
         for arn, row in self.known.items():
             item = self.listed.get(arn)
             if item is None:
-                events += self._gone(row, in_flight)
-                counts["deleted"] += 1
+                if row.state != Connection.DELETED:
+                    events += self._gone(row, in_flight)
                 continue
             events += self._seen(row, item, in_flight)
         new = [item for arn, item in self.listed.items() if arn not in self.known]
