@@ -351,3 +351,7 @@ class AuditSecretUse(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.event_id} {self.path}"
+
+
+# Single sign-on identities live beside the sign-in code that uses them.
+from .oidc_identity import OidcIdentity  # noqa: E402,F401
