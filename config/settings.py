@@ -245,7 +245,7 @@ OIDC_GROUP_MAP = _group_map(env.str("OIDC_GROUP_MAP", default=""))
 if OIDC_RP_CLIENT_ID:
     _needed = ("OIDC_RP_CLIENT_SECRET", "OIDC_OP_AUTHORIZATION_ENDPOINT", "OIDC_OP_TOKEN_ENDPOINT",
                "OIDC_OP_USER_ENDPOINT", "OIDC_OP_JWKS_ENDPOINT", "OIDC_GROUP_MAP")  # fmt: skip
-    _unset = [name for name in _needed if not vars()[name]]
+    _unset = [name for name in _needed if not globals()[name]]
     if _unset:
         raise ImproperlyConfigured(f"OIDC_RP_CLIENT_ID is set, so {', '.join(_unset)} must be too.")
 OIDC_USE_PKCE = True  # a code read from a log or a proxy is useless without its verifier

@@ -21,6 +21,7 @@ from connections_app import oidc, roles
 from connections_app.models import AuditEvent, OidcIdentity
 from connections_app.reporting import SecretSafeExceptionReporterFilter
 from tests import faults, idp
+from tests.test_settings import PROD_ENV, _manage
 
 pytestmark = pytest.mark.django_db
 
@@ -610,3 +611,91 @@ def test_a_mapped_group_that_does_not_exist_gives_nothing(settings, user_factory
     assert oidc.apply_roles(user, {"approvers-not-made-yet"}) == ([], [])
     assert not Group.objects.filter(name="approvers-not-made-yet").exists()
     assert "approvers-not-made-yet" in caplog.text
+
+
+def test_single_sign_on_works_with_local_login_off(provider, settings):
+    settings.LOCAL_LOGIN = False
+    provider.set_user("sub-1", groups=["idp-approvers"])
+    client = Client()
+    assert idp.sign_in(client, provider, "sub-1").status_code == 302
+    assert client.get("/approvals/").status_code == 200
+
+
+# ---------------------------------------------------------------------------
+# Settings from the environment (a fresh process each)
+
+OIDC_ENV = {
+    "OIDC_RP_CLIENT_ID": "dashboard",
+    "OIDC_RP_CLIENT_SECRET": "s" * 40,
+    "OIDC_OP_AUTHORIZATION_ENDPOINT": "https://idp.example.com/authorize",
+    "OIDC_OP_TOKEN_ENDPOINT": "https://idp.example.com/token",
+    "OIDC_OP_USER_ENDPOINT": "https://idp.example.com/userinfo",
+    "OIDC_OP_JWKS_ENDPOINT": "https://idp.example.com/jwks",
+    "OIDC_GROUP_MAP": "idp-platform-requesters=connection-requesters,"
+    "idp-approvers=connection-approvers,idp-audit=auditors",
+}
+
+
+def _group_map_of(value: str):
+    done = _manage(
+        "shell",
+        "-c",
+        "import json; from django.conf import settings as s; "
+        "print('MAP', json.dumps(s.OIDC_GROUP_MAP, sort_keys=True))",
+        env={**PROD_ENV, **OIDC_ENV, "OIDC_GROUP_MAP": value},
+    )
+    if done.returncode:
+        return done
+    return json.loads(done.stdout.split("MAP", 1)[1])
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (
+            OIDC_ENV["OIDC_GROUP_MAP"],
+            {
+                "idp-approvers": ["connection-approvers"],
+                "idp-audit": ["auditors"],
+                "idp-platform-requesters": ["connection-requesters"],
+            },
+        ),
+        (  # one provider group, two app groups; spaces around the names
+            " idp-leads = connection-approvers , idp-leads=auditors ",
+            {"idp-leads": ["connection-approvers", "auditors"]},
+        ),
+        (  # JSON, for names with commas (directory DNs) or "="
+            '{"CN=ops,OU=groups": ["auditors", "connection-approvers"], "a=b": "auditors"}',
+            {"CN=ops,OU=groups": ["auditors", "connection-approvers"], "a=b": ["auditors"]},
+        ),
+    ],
+)
+def test_the_group_map_comes_from_the_environment(value, expected):
+    assert _group_map_of(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value", ["idp-approvers", "=auditors", "idp-audit=", '{"idp-audit": 3}', "{not json", "[]"]
+)
+def test_a_malformed_group_map_stops_the_start(value):
+    done = _group_map_of(value)
+    assert done.returncode != 0
+    assert "OIDC_GROUP_MAP" in done.stderr
+
+
+def test_single_sign_on_needs_its_endpoints_and_map():
+    done = _manage("check", env={**PROD_ENV, "OIDC_RP_CLIENT_ID": "dashboard"})
+    assert done.returncode != 0
+    for name in ("OIDC_RP_CLIENT_SECRET", "OIDC_OP_TOKEN_ENDPOINT", "OIDC_GROUP_MAP"):
+        assert name in done.stderr
+
+
+def test_production_with_single_sign_on_and_no_local_login_passes_the_deploy_check():
+    env = {
+        **PROD_ENV,
+        **OIDC_ENV,
+        "LOCAL_LOGIN": "False",
+        "OIDC_OP_ISSUER": "https://idp.example.com",
+    }
+    done = _manage("check", "--deploy", "--fail-level", "WARNING", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
