@@ -382,6 +382,7 @@ class CallbackView(oidc_views.OIDCAuthenticationCallbackView):
                 "reason": refusal.reason,
                 "provider": settings.OIDC_PROVIDER_NAME,
                 "name": refusal.data.get("name") or getattr(refusal.user, "username", ""),
+                "had_account": refusal.user is not None,
                 "provider_groups": sorted(settings.OIDC_GROUP_MAP),
                 "error": refusal.data.get("error", ""),
             },

@@ -201,6 +201,7 @@ def test_a_person_with_no_mapped_group_is_refused_with_no_session(provider):
     assert "Ask whoever manages your groups at Test IdP" in html
     assert "<code>idp-approvers</code>" in html
     assert "eve@example.com" in html
+    assert "have been taken away" not in html  # there were none
     assert not User.objects.exists() and not OidcIdentity.objects.exists()
     assert signed_in_users() == []
     assert client.get("/").status_code == 302  # to the sign-in page
@@ -224,7 +225,7 @@ def test_a_person_removed_from_every_group_loses_the_roles_and_is_refused(provid
     response = idp.sign_in(Client(), provider, "sub-1")
 
     assert_refused(response, "no_role")
-    assert "Any role you had here has been taken away" in response.content.decode()
+    assert "The roles you had here have been taken away" in response.content.decode()
     assert user_groups(user) == set()
     assert data(events(oidc.ROLES_CHANGED)[-1])["removed"] == [roles.APPROVERS]
     refusal = events(oidc.REFUSED)[-1]
