@@ -7,6 +7,7 @@ from .models import (
     Connection,
     ConnectionRequest,
     DocumentRevision,
+    OidcIdentity,
 )
 
 
@@ -80,3 +81,18 @@ class ConnectionAdmin(ReadOnlyAdmin):
 @admin.register(DocumentRevision)
 class DocumentRevisionAdmin(ReadOnlyAdmin):
     list_display = ("request", "number", "author", "created_at")
+
+
+@admin.register(OidcIdentity)
+class OidcIdentityAdmin(admin.ModelAdmin):
+    """Who signs in with the identity provider, by its subject. Made by the first sign-in;
+    deleting one unlinks the user (the next sign-in of that subject makes a new user)."""
+
+    list_display = ("user", "sub", "issuer", "created_at")
+    search_fields = ("user__username", "sub")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -34,6 +34,9 @@ ACTIONS = (
         for result in ("success", "adopt", "failure")
     ),
     "connection.state.refresh",
+    "auth.oidc.sign_in",
+    "auth.oidc.roles_changed",
+    "auth.oidc.refused",
 )
 OUTCOMES = ("success", "failure", "approved", "rejected", "expired")
 DOCUMENT_ACTIONS = (

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from dataclasses import dataclass, field
 
 import jwt
@@ -365,9 +366,10 @@ class CallbackView(oidc_views.OIDCAuthenticationCallbackView):
         request = self.request
         refusal = getattr(request, "oidc_refusal", None)
         if refusal is None:
-            error = request.GET.get("error", "")
-            if error:
-                refusal = Refused("provider_error", {"error": error[:64]})
+            # An OAuth error code ([a-z_]); anyone can put anything there, so only that is kept.
+            error = re.sub(r"[^a-z_]", "", request.GET.get("error", "").lower())[:64]
+            if "error" in request.GET:
+                refusal = Refused("provider_error", {"error": error})
             else:  # no code, or no sign-in started in this session
                 refusal = Refused("state")
             refuse(request, refusal)

@@ -272,6 +272,20 @@ def test_the_provider_saying_no_is_refused(provider):
     assert data(events(oidc.REFUSED)[-1]) == {"reason": "provider_error", "error": "access_denied"}
 
 
+def test_an_error_from_the_provider_is_kept_as_a_code_only(provider):
+    client = Client()
+    response = client.get("/oidc/callback/", {"error": "<b>Evil</b> text; DROP", "state": "x"})
+    assert_refused(response, "provider_error")
+    assert data(events(oidc.REFUSED)[-1]) == {"reason": "provider_error", "error": "bevilbtextdrop"}
+
+
+def test_administrators_see_who_signs_in_with_the_provider(provider, admin_client_):
+    provider.set_user("sub-1", groups=["idp-audit"])
+    idp.sign_in(Client(), provider, "sub-1")
+    page = admin_client_.get("/admin/connections_app/oidcidentity/")
+    assert page.status_code == 200 and "sub-1" in page.content.decode()
+
+
 # ---------------------------------------------------------------------------
 # Refusals of the callback: state
 
