@@ -255,7 +255,6 @@ OIDC_AUTHENTICATE_CLASS = "connections_app.oidc.AuthenticateView"
 # provider's APIs with them, and the session is re-checked by signing in again.
 OIDC_STORE_ACCESS_TOKEN = False
 OIDC_STORE_ID_TOKEN = False
-LOGIN_REDIRECT_URL_FAILURE = "login"
 # Passwords: with LOCAL_LOGIN off, only superusers (break-glass) may use them.
 LOCAL_LOGIN = env.bool("LOCAL_LOGIN", default=True)
 
