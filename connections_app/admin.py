@@ -7,8 +7,8 @@ from .models import (
     Connection,
     ConnectionRequest,
     DocumentRevision,
-    OidcIdentity,
 )
+from .oidc_identity import OidcIdentity
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -60,6 +60,21 @@ class AuditCheckpointAdmin(ReadOnlyAdmin):
     list_display = ("seq", "hash", "created_at")
 
 
+@admin.register(OidcIdentity)
+class OidcIdentityAdmin(admin.ModelAdmin):
+    """Who signs in with the identity provider, by its subject. Made by the first sign-in;
+    deleting one unlinks the user (the next sign-in of that subject makes a new user)."""
+
+    list_display = ("user", "sub", "issuer", "created_at")
+    search_fields = ("user__username", "sub")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(ConnectionRequest)
 class ConnectionRequestAdmin(ReadOnlyAdmin):
     """Viewable; every change goes through the workflow so that it is audited."""
@@ -81,18 +96,3 @@ class ConnectionAdmin(ReadOnlyAdmin):
 @admin.register(DocumentRevision)
 class DocumentRevisionAdmin(ReadOnlyAdmin):
     list_display = ("request", "number", "author", "created_at")
-
-
-@admin.register(OidcIdentity)
-class OidcIdentityAdmin(admin.ModelAdmin):
-    """Who signs in with the identity provider, by its subject. Made by the first sign-in;
-    deleting one unlinks the user (the next sign-in of that subject makes a new user)."""
-
-    list_display = ("user", "sub", "issuer", "created_at")
-    search_fields = ("user__username", "sub")
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False

@@ -20,6 +20,9 @@ from .models import AuditCheckpoint, AuditEvent, AuditSecretUse
 PAGE_SIZE = 50
 # Actions the services write, offered as suggestions in the filter (any text is accepted).
 ACTIONS = (
+    "auth.oidc.sign_in",
+    "auth.oidc.roles_changed",
+    "auth.oidc.refused",
     "connection.request.create",
     "connection.request.edit",
     "connection.request.cancel",
@@ -34,9 +37,6 @@ ACTIONS = (
         for result in ("success", "adopt", "failure")
     ),
     "connection.state.refresh",
-    "auth.oidc.sign_in",
-    "auth.oidc.roles_changed",
-    "auth.oidc.refused",
 )
 OUTCOMES = ("success", "failure", "approved", "rejected", "expired")
 DOCUMENT_ACTIONS = (
