@@ -13,6 +13,7 @@ from .models import (
     Sweep,
     Target,
 )
+from .oidc_identity import OidcIdentity
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -62,6 +63,21 @@ class AuditCheckpointAdmin(ReadOnlyAdmin):
     """Positions up to which verify_audit_chain found the chain intact (append-only)."""
 
     list_display = ("seq", "hash", "created_at")
+
+
+@admin.register(OidcIdentity)
+class OidcIdentityAdmin(admin.ModelAdmin):
+    """Who signs in with the identity provider, by its subject. Made by the first sign-in;
+    deleting one unlinks the user (the next sign-in of that subject makes a new user)."""
+
+    list_display = ("user", "sub", "issuer", "created_at")
+    search_fields = ("user__username", "sub")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(ConnectionRequest)

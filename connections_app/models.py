@@ -552,3 +552,7 @@ class NotificationMute(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id} mutes {self.channel}"
+
+
+# Single sign-on identities live beside the sign-in code that uses them.
+from .oidc_identity import OidcIdentity  # noqa: E402,F401
