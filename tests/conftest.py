@@ -116,28 +116,48 @@ def bao_cli(openbao):
     return run
 
 
+CANARY_READ = 'path "secret/data/canary/*" { capabilities = ["read"] }'
+
+
 @pytest.fixture
-def checkpoint_approle(servers, bao_cli, settings):
+def approle_login(servers, bao_cli, settings):
+    """The app logged in with a real AppRole on a mount of its own: `login(policy, ttl=...)`
+    sets VAULT_ROLE_ID and VAULT_SECRET_ID, and returns (role_id, secret_id, mount)."""
+    made = []
+
+    def login(policy: str | None = CANARY_READ, *, ttl: str = "1h") -> tuple[str, str, str]:
+        mount = f"approle-{uuid.uuid4().hex[:8]}"
+        name = f"policy-{mount}"
+        bao_cli("auth", "enable", f"-path={mount}", "approle")
+        made.append((mount, name if policy else None))
+        if policy:
+            bao_cli("policy", "write", name, "-", input_text=policy)
+        bao_cli("write", f"auth/{mount}/role/app", f"token_policies={name if policy else ''}",
+                f"token_ttl={ttl}", f"token_max_ttl={ttl}")  # fmt: skip
+        role_id = json.loads(bao_cli("read", "-format=json", f"auth/{mount}/role/app/role-id"))
+        secret_id = json.loads(
+            bao_cli("write", "-f", "-format=json", f"auth/{mount}/role/app/secret-id")
+        )
+        settings.VAULT_TOKEN = ""
+        settings.VAULT_APPROLE_MOUNT = mount
+        settings.VAULT_ROLE_ID = role_id["data"]["role_id"]
+        settings.VAULT_SECRET_ID = secret_id["data"]["secret_id"]
+        vault.reset_client()
+        return role_id["data"]["role_id"], secret_id["data"]["secret_id"], mount
+
+    yield login
+    vault.reset_client()
+    for mount, policy in made:
+        bao_cli("auth", "disable", mount)
+        if policy:
+            bao_cli("policy", "delete", policy)
+
+
+@pytest.fixture
+def checkpoint_approle(approle_login):
     """The app logged in with an AppRole whose only policy is the checkpoint policy (what
     `audit_checkpoint --policy` prints); yields its role id, secret id and mount."""
-    mount = f"approle-{uuid.uuid4().hex[:8]}"
-    policy = f"checkpoints-{mount}"
-    bao_cli("auth", "enable", f"-path={mount}", "approle")
-    bao_cli("policy", "write", policy, "-", input_text=checkpoints.vault_policy())
-    bao_cli("write", f"auth/{mount}/role/app", f"token_policies={policy}", "token_ttl=1h")
-    role_id = json.loads(bao_cli("read", "-format=json", f"auth/{mount}/role/app/role-id"))
-    secret_id = json.loads(
-        bao_cli("write", "-f", "-format=json", f"auth/{mount}/role/app/secret-id")
-    )
-    settings.VAULT_TOKEN = ""
-    settings.VAULT_APPROLE_MOUNT = mount
-    settings.VAULT_ROLE_ID = role_id["data"]["role_id"]
-    settings.VAULT_SECRET_ID = secret_id["data"]["secret_id"]
-    vault.reset_client()
-    yield role_id["data"]["role_id"], secret_id["data"]["secret_id"], mount
-    vault.reset_client()
-    bao_cli("auth", "disable", mount)
-    bao_cli("policy", "delete", policy)
+    return approle_login(checkpoints.vault_policy())
 
 
 @pytest.fixture

@@ -70,6 +70,18 @@ def _made(target, requester, approver, make_document, **kwargs):
     return request.connection
 
 
+def _made_on(target, path, value, bao_cli, requester, approver, make_document) -> Connection:
+    """A connection whose API key is `path#api_key` (written now, with `value`)."""
+    bao_cli("kv", "put", path, f"api_key={value}")
+    document = make_document()
+    key = document["AuthParameters"]["ApiKeyAuthParameters"]
+    key["ApiKeyValue"] = {"vault": f"{path}#api_key", "version": None}
+    request = services.request_create(requester=requester, document=document, target=target)
+    return services.request_approve(
+        request=request, approver=approver, seen_hash=request.document_hash
+    ).connection
+
+
 def _sweep(target) -> Sweep:
     swept = services.sweep_target(target.pk)
     assert swept is not None
@@ -193,16 +205,7 @@ def test_a_vault_write_flags_drift_at_the_next_sweep(
 ):
     partner = target_factory()
     path = f"secret/fleet/{uuid.uuid4().hex[:8]}"
-    bao_cli("kv", "put", path, "api_key=first")
-    document = make_document()
-    document["AuthParameters"]["ApiKeyAuthParameters"]["ApiKeyValue"] = {
-        "vault": f"{path}#api_key",
-        "version": None,
-    }
-    request = services.request_create(requester=requester, document=document, target=partner)
-    made = services.request_approve(
-        request=request, approver=approver, seen_hash=request.document_hash
-    ).connection
+    made = _made_on(partner, path, "first", bao_cli, requester, approver, make_document)
     assert _sweep(partner).figures["drifted"] == 0
 
     bao_cli("kv", "put", path, "api_key=second")
@@ -238,16 +241,7 @@ def test_a_deleted_or_destroyed_version_is_drift(
 ):
     partner = target_factory()
     path = f"secret/fleet/{uuid.uuid4().hex[:8]}"
-    bao_cli("kv", "put", path, "api_key=only")
-    document = make_document()
-    document["AuthParameters"]["ApiKeyAuthParameters"]["ApiKeyValue"] = {
-        "vault": f"{path}#api_key",
-        "version": None,
-    }
-    request = services.request_create(requester=requester, document=document, target=partner)
-    made = services.request_approve(
-        request=request, approver=approver, seen_hash=request.document_hash
-    ).connection
+    made = _made_on(partner, path, "only", bao_cli, requester, approver, make_document)
     bao_cli("kv", "destroy", "-versions=1", path)
     _sweep(partner)
     made.refresh_from_db()
@@ -261,16 +255,7 @@ def test_kv_v1_drift_is_seen_by_fingerprint(
 
     partner = target_factory()
     path = f"{KV1}/fleet-{uuid.uuid4().hex[:8]}"
-    bao_cli("kv", "put", path, "api_key=one")
-    document = make_document()
-    document["AuthParameters"]["ApiKeyAuthParameters"]["ApiKeyValue"] = {
-        "vault": f"{path}#api_key",
-        "version": None,
-    }
-    request = services.request_create(requester=requester, document=document, target=partner)
-    made = services.request_approve(
-        request=request, approver=approver, seen_hash=request.document_hash
-    ).connection
+    made = _made_on(partner, path, "one", bao_cli, requester, approver, make_document)
     assert _sweep(partner).figures["drifted"] == 0
     bao_cli("kv", "put", path, "api_key=two")
     _sweep(partner)
