@@ -309,6 +309,9 @@ REQUEST_TTL = timedelta(seconds=env.int("REQUEST_TTL_SECONDS", default=7 * 24 * 
 # Sweeps of a target: how long one may hold its lease before another worker may take over.
 SWEEP_LEASE = timedelta(seconds=env.int("SWEEP_LEASE_SECONDS", default=15 * 60))
 SWEEP_MINUTES = env.int("SWEEP_MINUTES", default=15)  # how often every target is swept
+# A modification in AWS this close to the end of our own change is taken to be ours (AWS may
+# move LastModifiedTime while it settles); later ones are "changed outside".
+OURS_WITHIN = timedelta(seconds=env.int("OURS_WITHIN_SECONDS", default=60))
 
 # The task worker: django-q2 clusters (`manage.py qcluster`) on the ORM broker, so that every
 # cluster on every machine shares the work through the one database.

@@ -55,12 +55,20 @@ def _owners(connection: Connection) -> list:
     return list(get_user_model().objects.filter(pk__in=ids, is_active=True))
 
 
-def _chat_groups(people) -> list[Group]:
-    """The groups of these people that have a chat channel (NOTIFY_APPRISE)."""
+def _approver_channels(target, *, but=None) -> list[Group]:
+    """The chat channels (NOTIFY_APPRISE) of the groups that approve the target: its approver
+    groups when it has some, else the groups holding the approve permission; never a group
+    the requester (`but`) is in."""
     names = set(settings.NOTIFY_APPRISE)
     if not names:
         return []
-    return list(Group.objects.filter(name__in=names, user__in=people).distinct())
+    groups = target.approver_groups.all()
+    if not groups.exists():
+        groups = Group.objects.filter(permissions__codename="approve_connectionrequest")
+    groups = groups.filter(name__in=names)
+    if but is not None:
+        groups = groups.exclude(user=but)
+    return list(groups.distinct())
 
 
 # ---------------------------------------------------------------------------
@@ -71,8 +79,10 @@ def _link(name: str, pk: int) -> str:
     return settings.SITE_URL.rstrip("/") + reverse(name, args=[pk])
 
 
-def _write(people, *, kind: str, key: str, subject: str, body: str, link: str, event=None):
-    """One row per person (email) and per chat group; a key already written is skipped."""
+def _write(
+    people, *, kind: str, key: str, subject: str, body: str, link: str, event=None, chat=()
+):
+    """One row per person (email) and per chat channel; a key already written is skipped."""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("notifications are written in the transaction of their event")
     muted = set(
@@ -85,7 +95,7 @@ def _write(people, *, kind: str, key: str, subject: str, body: str, link: str, e
         for person in people
         if person.email and (person.pk not in muted or kind in REMINDERS)
     ]
-    rows += [dict(group=group, channel=N.APPRISE) for group in _chat_groups(people)]
+    rows += [dict(group=group, channel=N.APPRISE) for group in chat]
     for row in rows:
         try:
             with transaction.atomic():  # a savepoint: a duplicate key skips only this row
@@ -122,6 +132,7 @@ def change_waiting(request: R, event=None) -> None:
         ),
         link=_link("request_detail", request.pk),
         event=event,
+        chat=_approver_channels(request.target, but=request.requester_id),
     )
 
 
@@ -180,6 +191,7 @@ def connection_flagged(connection: Connection, flag: str, event=None, detail: st
         ).strip(),
         link=_link("connection_detail", connection.pk),
         event=event,
+        chat=_approver_channels(connection.target),
     )
 
 
@@ -239,6 +251,7 @@ def last_calls(now=None) -> int:
                     "UTC and then fails closed."
                 ),
                 link=_link("request_detail", request.pk),
+                chat=_approver_channels(request.target, but=request.requester_id),
             )
         count += 1
     return count
@@ -256,21 +269,20 @@ def send_due(*, limit: int = 200) -> dict:
     ).order_by("next_attempt_at", "id")
     done = {"sent": 0, "retry": 0, "failed": 0}
     for note in due.select_related("recipient", "group")[:limit]:
+        until = now + settings.NOTIFY_SEND_LEASE
         claimed = N.objects.filter(
             pk=note.pk, status=note.status, next_attempt_at=note.next_attempt_at
-        ).update(
-            status=N.SENDING,
-            next_attempt_at=now + settings.NOTIFY_SEND_LEASE,
-            attempts=F("attempts") + 1,
-        )
+        ).update(status=N.SENDING, next_attempt_at=until, attempts=F("attempts") + 1)
         if not claimed:
             continue  # another sender has it
+        # Only while still ours: a sender whose lease ran out must not undo another's send.
+        mine = N.objects.filter(pk=note.pk, status=N.SENDING, next_attempt_at=until)
         try:
             _deliver(note)
         except Exception as exc:  # noqa: BLE001 - any failure to send is retried, then shown
             attempts = note.attempts + 1
             final = attempts >= settings.NOTIFY_MAX_ATTEMPTS
-            N.objects.filter(pk=note.pk).update(
+            mine.update(
                 status=N.FAILED if final else N.PENDING,
                 next_attempt_at=timezone.now() + timedelta(seconds=60 * 2**attempts),
                 last_error=f"{type(exc).__name__}: {exc}"[:500],
@@ -279,9 +291,7 @@ def send_due(*, limit: int = 200) -> dict:
                         type(exc).__name__)  # fmt: skip
             done["failed" if final else "retry"] += 1
             continue
-        N.objects.filter(pk=note.pk, status=N.SENDING).update(
-            status=N.SENT, sent_at=timezone.now(), last_error=""
-        )
+        mine.update(status=N.SENT, sent_at=timezone.now(), last_error="")
         done["sent"] += 1
     return done
 

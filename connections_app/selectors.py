@@ -12,7 +12,7 @@ from . import audit_review, eventbridge, vault
 from . import document as doc
 from .models import AuditEvent, Connection, ConnectionRequest, Sweep, Target
 from .roles import CAN_APPROVE, CAN_AUDIT, CAN_REQUEST, group_ids
-from .services.scopes import endpoint_host, host_is_new, scope_for, scopes_of
+from .services.scopes import endpoint_host, host_allowed, host_is_new, scope_for, scopes_of
 
 R = ConnectionRequest
 QUEUE_PAGE_SIZE = 25  # rows cost a page most of its time
@@ -81,11 +81,15 @@ def approval_queue(
     )
 
 
-def unfinished_submissions() -> QuerySet[ConnectionRequest]:
-    """Failed submissions, and ones still running (or left running by a lost response)."""
-    return R.objects.filter(status__in=(R.FAILED, R.SUBMITTING)).only(
-        "kind", "name", "status", "error_message"
-    )
+def unfinished_submissions(user) -> QuerySet[ConnectionRequest]:
+    """Failed submissions, and ones still running (or left running by a lost response), of
+    the targets the user may approve."""
+    rows = R.objects.filter(status__in=(R.FAILED, R.SUBMITTING))
+    if not user.is_superuser:
+        rows = rows.filter(
+            Q(target__approver_groups__isnull=True) | Q(target__approver_groups__in=group_ids(user))
+        ).distinct()
+    return rows.only("kind", "name", "status", "error_message")
 
 
 # ---------------------------------------------------------------------------
@@ -278,7 +282,7 @@ def change_review(request: ConnectionRequest) -> dict:
     review["host"] = host and {
         "name": host,
         "new": host_is_new(host),
-        "allowed": any(host in scope.hosts for scope in scopes),
+        "allowed": host_allowed(request.document, request.requester),
     }
     pushed = {}
     if request.connection is not None:

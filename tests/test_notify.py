@@ -189,3 +189,28 @@ def test_messages_hold_no_secret_and_no_fingerprint(
         assert "hmac-sha256:" not in text
         assert all(value not in text for value in canaries.values())
     assert len(smtp.messages) == N.objects.count() >= 2
+
+
+def test_chat_goes_to_the_targets_approver_groups_never_the_requesters(
+    requester, approver, make_document, settings, user_factory
+):
+    from django.contrib.auth.models import Group
+
+    from connections_app.models import Target
+
+    prod = Target.objects.create(name="prod", region="us-east-1", account_id="111122223333")
+    prod_approvers = Group.objects.create(name="prod-approvers")
+    prod.approver_groups.add(prod_approvers)
+    user_factory("prod-approver", groups=["connection-approvers", "prod-approvers"])
+    settings.NOTIFY_APPRISE = {
+        "connection-approvers": "json://127.0.0.1:9/all",
+        "prod-approvers": "json://127.0.0.1:9/prod",
+        "connection-requesters": "json://127.0.0.1:9/requesters",
+    }
+    services.request_create(requester=requester, document=make_document(), target=prod)
+    chats = set(N.objects.filter(channel=N.APPRISE).values_list("group__name", flat=True))
+    assert chats == {"prod-approvers"}  # not every approver's channel, not the requesters'
+    request = services.request_create(requester=requester, document=make_document(name="x-2"))
+    services.request_reject(request=request, approver=approver, reason="no")
+    rejected = N.objects.filter(kind="change.rejected")
+    assert set(rejected.values_list("channel", flat=True)) == {N.EMAIL}  # the requester only

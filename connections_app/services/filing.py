@@ -207,6 +207,7 @@ def _save(request: ConnectionRequest, *, author) -> None:
 
 def _filed(request: ConnectionRequest, requester) -> ConnectionRequest:
     with transaction.atomic():
+        _expire_blockers(request)
         _save(request, author=requester)
         data = {"kind": request.kind, "document_hash": request.document_hash}
         if request.kind in R.DOCUMENT_KINDS:
@@ -218,6 +219,18 @@ def _filed(request: ConnectionRequest, requester) -> ConnectionRequest:
         )
         notify.change_waiting(request, event)
     return request
+
+
+def _expire_blockers(request: ConnectionRequest) -> None:
+    """A pending request past its time that still holds this one's connection (or name)
+    fails closed first: pages already show it expired, so filing must not trip over it."""
+    due = R.objects.select_for_update().filter(status=R.PENDING, expires_at__lte=timezone.now())
+    if request.connection_id is not None:
+        due = due.filter(connection_id=request.connection_id)
+    else:
+        due = due.filter(R.HOLDS_NAME, target=request.target, name=request.name)
+    for row in due:
+        _expire_if_due(row)
 
 
 def request_create(*, requester, document: dict, target: Target | None = None) -> ConnectionRequest:
@@ -303,12 +316,15 @@ def refuse_if_in_use(connection: Connection) -> None:
         )
 
 
-def rotation_document(connection: Connection, versions: dict[str, int | None]) -> dict:
+def rotation_document(
+    connection: Connection, versions: dict[str, int | None], *, user=None
+) -> dict:
     """The connection's pushed document with each secret at a chosen version (`versions` by
-    path; None or absent: the newest version Vault has now)."""
+    path; None or absent: the newest version Vault has now). With `user`, as their Check:
+    their scopes and their budget."""
     document = doc.unredacted(connection.document)
     refs = doc.references(document)
-    newest = reference_checks([vault.Reference(r.path, r.key) for _, r in refs])
+    newest = reference_checks([vault.Reference(r.path, r.key) for _, r in refs], user=user)
     for path, ref in refs:
         chosen = versions.get(doc.path_text(path))
         if chosen is None:
@@ -362,14 +378,25 @@ def request_update(*, request: ConnectionRequest, editor, document: dict) -> Con
 
 
 def request_cancel(*, request: ConnectionRequest, actor) -> ConnectionRequest:
-    refuse_if_made(locked(request, actor, "cancel"))
+    checked = locked(request, actor, "cancel")
+    refuse_if_made(checked)
 
     def apply(row: ConnectionRequest) -> None:
+        _unchanged_since(row, checked)
         row.status = R.CANCELLED
         row.save(update_fields=["status", "updated_at"])
         audit.record(action="connection.request.cancel", actor=actor, request=row)
 
     return locked(request, actor, "cancel", apply)
+
+
+def _unchanged_since(row: ConnectionRequest, checked: ConnectionRequest) -> None:
+    """Between the check of AWS and the lock, the request moved on (it failed, say): look
+    again rather than close what AWS may hold."""
+    if row.status != checked.status:
+        raise ActionRefused(
+            "The request changed meanwhile; open it again before closing it.", code="changed"
+        )
 
 
 def refuse_if_made(request: ConnectionRequest) -> None:
@@ -396,9 +423,11 @@ def request_reject(*, request: ConnectionRequest, approver, reason: str) -> Conn
     reason = clean_text(reason, what="reason")
     if not reason:
         raise ActionRefused("A rejection needs a reason.", code="reason_required")
-    refuse_if_made(locked(request, approver, "reject"))
+    checked = locked(request, approver, "reject")
+    refuse_if_made(checked)
 
     def apply(row: ConnectionRequest) -> None:
+        _unchanged_since(row, checked)
         row.status = R.REJECTED
         row.decided_by = approver
         row.decided_at = timezone.now()

@@ -152,6 +152,7 @@ def _push_document(request: ConnectionRequest, outcome: _Outcome) -> None:
     if problems:
         outcome.fail("value_invalid", " ".join(problems))
         return
+    _still_mine(request)
     try:
         if request.kind == R.CREATE:
             answer = eventbridge.create_connection(request.target, payload)
@@ -188,12 +189,27 @@ def _answered(request: ConnectionRequest, outcome: _Outcome, answer: dict) -> No
         outcome.describe_error = exc.code
 
 
+def _still_mine(request: ConnectionRequest) -> None:
+    """Right before the AWS call: a slow attempt that a retry took over (it looked stale)
+    must not make the call too."""
+    mine = R.objects.filter(
+        pk=request.pk, status=R.SUBMITTING, submit_attempts=request.submit_attempts
+    )
+    if not mine.exists():
+        raise ActionRefused(
+            "A later attempt took this request over; this one made no AWS call.",
+            code="taken_over",
+        )
+
+
 def _deauthorize(request: ConnectionRequest, outcome: _Outcome) -> None:
+    _still_mine(request)
     _answered(request, outcome, eventbridge.deauthorize_connection(request.target, request.name))
 
 
 def _delete(request: ConnectionRequest, outcome: _Outcome) -> None:
     refuse_if_in_use(request.connection)  # a destination may have appeared since filing
+    _still_mine(request)
     _answered(request, outcome, eventbridge.delete_connection(request.target, request.name))
 
 
