@@ -1,6 +1,7 @@
 """Settings from the environment (django-environ); secrets have no defaults outside DEBUG."""
 
 import ipaddress
+import json
 from datetime import timedelta
 from pathlib import Path
 
@@ -54,6 +55,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Re-checks single sign-on sessions with the identity provider (a no-op while OIDC is off).
+    "connections_app.oidc.SessionRefresh",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -110,9 +113,12 @@ AUTH_PASSWORD_VALIDATORS = [
 # An OAuth form with the allowed 100 rows in each of its six lists posts about 1,240 fields.
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 2000
 # axes first: it refuses a locked (username, address) pair before any password is checked.
+# Then passwords (Django's ModelBackend, superusers only when LOCAL_LOGIN is off), then single
+# sign-on (answers only the OIDC callback, and only while OIDC is on).
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    "connections_app.signin.LocalPasswordBackend",
+    "connections_app.oidc.Backend",
 ]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
@@ -175,6 +181,7 @@ AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False  # a refused attempt does 
 AXES_CLIENT_IP_CALLABLE = "connections_app.signin.client_address"
 AXES_USERNAME_CALLABLE = "connections_app.signin.username_key"  # keyed digests, never the text
 AXES_LOCKOUT_CALLABLE = "connections_app.signin.lockout_response"
+AXES_WHITELIST_CALLABLE = "connections_app.signin.not_a_password_attempt"  # the OIDC callback
 AXES_DISABLE_ACCESS_LOG = True  # successful sign-ins would be stored with their usernames
 AXES_VERBOSE = False  # its banner on every command, and a line per sign-in
 AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "old_password", "new_password1",
@@ -187,6 +194,71 @@ try:
     [ipaddress.ip_network(proxy.strip(), strict=False) for proxy in TRUSTED_PROXIES]
 except ValueError as exc:
     raise ImproperlyConfigured(f"TRUSTED_PROXIES: {exc}") from None
+
+# Single sign-on (OpenID Connect, mozilla-django-oidc; connections_app.oidc), on when a client id
+# is set. Users are matched on the provider's `sub`; the groups claim gives the app's groups.
+OIDC_RP_CLIENT_ID = env.str("OIDC_RP_CLIENT_ID", default="")
+OIDC_RP_CLIENT_SECRET = env.str("OIDC_RP_CLIENT_SECRET", default="")
+OIDC_OP_AUTHORIZATION_ENDPOINT = env.str("OIDC_OP_AUTHORIZATION_ENDPOINT", default="")
+OIDC_OP_TOKEN_ENDPOINT = env.str("OIDC_OP_TOKEN_ENDPOINT", default="")
+OIDC_OP_USER_ENDPOINT = env.str("OIDC_OP_USER_ENDPOINT", default="")
+OIDC_OP_JWKS_ENDPOINT = env.str("OIDC_OP_JWKS_ENDPOINT", default="")
+OIDC_OP_ISSUER = env.str("OIDC_OP_ISSUER", default="")  # when set, ID tokens must name it
+OIDC_RP_SIGN_ALGO = env.str("OIDC_RP_SIGN_ALGO", default="RS256")
+OIDC_RP_SCOPES = env.str("OIDC_RP_SCOPES", default="openid email profile")
+OIDC_GROUPS_CLAIM = env.str("OIDC_GROUPS_CLAIM", default="groups")
+OIDC_PROVIDER_NAME = env.str("OIDC_PROVIDER_NAME", default="single sign-on")
+OIDC_RENEW_ID_TOKEN_EXPIRY_SECONDS = env.int("OIDC_RENEW_ID_TOKEN_EXPIRY_SECONDS", default=15 * 60)
+OIDC_TIMEOUT = env.float("OIDC_TIMEOUT", default=5.0)  # seconds per call to the provider
+
+
+def _group_map(text: str) -> dict[str, tuple[str, ...]]:
+    """`idp-group=app-group,...`, or a JSON object for group names that hold commas, to
+    {provider group: (app groups, ...)}: one provider group may give several app groups."""
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"OIDC_GROUP_MAP is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ImproperlyConfigured("OIDC_GROUP_MAP: a JSON object is expected.")
+        pairs = []
+        for idp, targets in data.items():
+            targets = [targets] if isinstance(targets, str) else targets
+            pairs += (
+                [(idp, target) for target in targets]
+                if isinstance(targets, list)
+                else [(idp, None)]
+            )
+    else:
+        pairs = [item.rpartition("=")[::2] for item in text.split(",") if item.strip()]
+    mapping: dict[str, tuple[str, ...]] = {}
+    for idp, target in pairs:
+        if not (isinstance(target, str) and idp.strip() and target.strip()):
+            raise ImproperlyConfigured(
+                f"OIDC_GROUP_MAP: {idp!r} = {target!r} is not provider-group=app-group."
+            )
+        mapping[idp.strip()] = (*mapping.get(idp.strip(), ()), target.strip())
+    return mapping
+
+
+OIDC_GROUP_MAP = _group_map(env.str("OIDC_GROUP_MAP", default=""))
+if OIDC_RP_CLIENT_ID:
+    _needed = ("OIDC_RP_CLIENT_SECRET", "OIDC_OP_AUTHORIZATION_ENDPOINT", "OIDC_OP_TOKEN_ENDPOINT",
+               "OIDC_OP_USER_ENDPOINT", "OIDC_OP_JWKS_ENDPOINT", "OIDC_GROUP_MAP")  # fmt: skip
+    _unset = [name for name in _needed if not globals()[name]]
+    if _unset:
+        raise ImproperlyConfigured(f"OIDC_RP_CLIENT_ID is set, so {', '.join(_unset)} must be too.")
+OIDC_USE_PKCE = True  # a code read from a log or a proxy is useless without its verifier
+OIDC_CALLBACK_CLASS = "connections_app.oidc.CallbackView"
+OIDC_AUTHENTICATE_CLASS = "connections_app.oidc.AuthenticateView"
+# Tokens stay out of the session (and so out of the database): nothing here calls the
+# provider's APIs with them, and the session is re-checked by signing in again.
+OIDC_STORE_ACCESS_TOKEN = False
+OIDC_STORE_ID_TOKEN = False
+# Passwords: with LOCAL_LOGIN off, only superusers (break-glass) may use them.
+LOCAL_LOGIN = env.bool("LOCAL_LOGIN", default=True)
 
 # /healthz answers from a probe of the database, Vault and AWS at most this old (per process).
 HEALTH_CACHE_SECONDS = env.float("HEALTH_CACHE_SECONDS", default=5.0)
@@ -237,6 +309,9 @@ REQUEST_TTL = timedelta(seconds=env.int("REQUEST_TTL_SECONDS", default=7 * 24 * 
 # Sweeps of a target: how long one may hold its lease before another worker may take over.
 SWEEP_LEASE = timedelta(seconds=env.int("SWEEP_LEASE_SECONDS", default=15 * 60))
 SWEEP_MINUTES = env.int("SWEEP_MINUTES", default=15)  # how often every target is swept
+# A modification in AWS this close to the end of our own change is taken to be ours (AWS may
+# move LastModifiedTime while it settles); later ones are "changed outside".
+OURS_WITHIN = timedelta(seconds=env.int("OURS_WITHIN_SECONDS", default=60))
 
 # The task worker: django-q2 clusters (`manage.py qcluster`) on the ORM broker, so that every
 # cluster on every machine shares the work through the one database.
@@ -252,6 +327,19 @@ Q_CLUSTER = {
     "save_limit": 500,
     "ack_failures": True,
 }
+
+# Notifications: an outbox sent by the worker (email through EMAIL_URL; chat through Apprise
+# URLs per group, "group=url;group=url", which hold tokens: they stay in the environment).
+SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")  # for links in messages
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="eventbridge-connections@localhost")
+NOTIFY_DOMAIN = env.str("NOTIFY_DOMAIN", default="eventbridge-connections.local")  # Message-IDs
+NOTIFY_APPRISE = dict(
+    part.split("=", 1) for part in env.str("NOTIFY_APPRISE", default="").split(";") if "=" in part
+)
+NOTIFY_LAST_CALL = timedelta(hours=env.int("NOTIFY_LAST_CALL_HOURS", default=24))
+NOTIFY_SEND_LEASE = timedelta(seconds=env.int("NOTIFY_SEND_LEASE_SECONDS", default=120))
+NOTIFY_MAX_ATTEMPTS = env.int("NOTIFY_MAX_ATTEMPTS", default=5)
+EMAIL_TIMEOUT = env.float("EMAIL_TIMEOUT", default=10.0)
 
 # A request left in "submitting" longer than this is assumed to have lost its response.
 SUBMIT_STALE_AFTER = timedelta(seconds=env.int("SUBMIT_STALE_AFTER_SECONDS", default=120))
@@ -277,7 +365,15 @@ LOGGING = {
         "django": {"handlers": ["mail_admins"], "level": "INFO", "propagate": True},
         **{
             name: _QUIET
-            for name in ("botocore", "boto3", "s3transfer", "urllib3", "hvac", "requests")
+            for name in (
+                "botocore",
+                "boto3",
+                "s3transfer",
+                "urllib3",
+                "hvac",
+                "requests",
+                "apprise",
+            )
         },
     },
 }

@@ -11,11 +11,7 @@ admin.site.login_form = signin.AdminLoginForm
 urlpatterns = [
     path("admin/password_change/", admin.site.admin_view(signin.admin_password_change)),
     path("admin/", admin.site.urls),
-    path(
-        "accounts/login/",
-        auth_views.LoginView.as_view(authentication_form=signin.LoginForm),
-        name="login",
-    ),
+    path("accounts/login/", signin.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path(
         "accounts/password_change/",
@@ -27,6 +23,9 @@ urlpatterns = [
         auth_views.PasswordChangeDoneView.as_view(),
         name="password_change_done",
     ),
+    # Single sign-on: /oidc/authenticate/ and the provider's redirect URI /oidc/callback/
+    # (connections_app.oidc; both answer 404 while OIDC is off).
+    path("oidc/", include("mozilla_django_oidc.urls")),
     # No password reset pages: the app sends no reset mail (a forgotten password is reset by
     # an administrator, or with `manage.py changepassword`).
     path("", include("connections_app.urls")),

@@ -7,11 +7,13 @@ from .models import (
     Connection,
     ConnectionRequest,
     DocumentRevision,
+    Notification,
     Scope,
     SecretHost,
     Sweep,
     Target,
 )
+from .oidc_identity import OidcIdentity
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -63,6 +65,21 @@ class AuditCheckpointAdmin(ReadOnlyAdmin):
     list_display = ("seq", "hash", "created_at")
 
 
+@admin.register(OidcIdentity)
+class OidcIdentityAdmin(admin.ModelAdmin):
+    """Who signs in with the identity provider, by its subject. Made by the first sign-in;
+    deleting one unlinks the user (the next sign-in of that subject makes a new user)."""
+
+    list_display = ("user", "sub", "issuer", "created_at")
+    search_fields = ("user__username", "sub")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(ConnectionRequest)
 class ConnectionRequestAdmin(ReadOnlyAdmin):
     """Viewable; every change goes through the workflow so that it is audited."""
@@ -111,3 +128,13 @@ class ScopeAdmin(admin.ModelAdmin):
 @admin.register(SecretHost)
 class SecretHostAdmin(ReadOnlyAdmin):
     list_display = ("host", "first_at", "first_request")
+
+
+@admin.register(Notification)
+class NotificationAdmin(ReadOnlyAdmin):
+    """The outbox: what was written, to whom, and whether it went out (failures with why)."""
+
+    list_display = ("created_at", "kind", "recipient", "group", "channel", "status", "attempts",
+                    "last_error")  # fmt: skip
+    list_filter = ("status", "channel", "kind")
+    search_fields = ("subject",)

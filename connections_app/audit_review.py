@@ -21,6 +21,9 @@ from .models import AuditCheckpoint, AuditEvent, AuditSecretUse
 PAGE_SIZE = 50
 # Actions the services write, offered as suggestions in the filter (any text is accepted).
 ACTIONS = (
+    "auth.oidc.sign_in",
+    "auth.oidc.roles_changed",
+    "auth.oidc.refused",
     "connection.request.create",
     "connection.request.edit",
     "connection.request.cancel",

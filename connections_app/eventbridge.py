@@ -212,17 +212,15 @@ _SDK_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientErro
 
 # All locals, and so every botocore frame below (api_params, request_dict) in an error report.
 @sensitive_variables()
-def create_connection(target, payload: dict) -> dict:
-    """events.create_connection(**payload); the payload holds secret values: never log it.
-
-    Not idempotent, so the SDK must not resend it after a timeout or a dropped connection (the
-    first attempt may have worked). Only throttling, which AWS answers before doing anything,
-    is retried here, with the standard mode's capped exponential backoff.
-    """
-    client = _client(target, "events", retries=False)
+def _once(target, operation: str, **kwargs) -> dict:
+    """One call that changes a connection, sent once: the SDK must not resend it after a
+    timeout or a dropped connection (the first may have worked, and one approval makes one
+    call; a lost answer is reconciled by describe_connection on retry). Only throttling, which
+    AWS answers before doing anything, is retried here, with capped exponential backoff."""
+    call = getattr(_client(target, "events", retries=False), operation)
     for attempt in range(settings.AWS_MAX_ATTEMPTS):
         try:
-            return client.create_connection(**payload)
+            return call(**kwargs)
         except botocore.exceptions.ClientError as exc:
             code = exc.response.get("Error", {}).get("Code")
             if code not in _THROTTLED or attempt + 1 >= settings.AWS_MAX_ATTEMPTS:
@@ -236,28 +234,22 @@ def create_connection(target, payload: dict) -> dict:
 _THROTTLED = {"ThrottlingException", "TooManyRequestsException", "RequestLimitExceeded"}
 
 
-@sensitive_variables()  # the payload holds secret values, as for create_connection
+@sensitive_variables()  # the payload holds secret values: never log it
+def create_connection(target, payload: dict) -> dict:
+    return _once(target, "create_connection", **payload)
+
+
+@sensitive_variables()
 def update_connection(target, payload: dict) -> dict:
-    """events.update_connection(**payload). Safe to repeat (it sets, it does not add), so the
-    SDK's standard retries apply; a lost answer is still reconciled by describe_connection."""
-    try:
-        return events_client(target).update_connection(**payload)
-    except _SDK_ERRORS as exc:
-        raise translate(exc) from None
+    return _once(target, "update_connection", **payload)
 
 
 def deauthorize_connection(target, name: str) -> dict:
-    try:
-        return events_client(target).deauthorize_connection(Name=name)
-    except _SDK_ERRORS as exc:
-        raise translate(exc) from None
+    return _once(target, "deauthorize_connection", Name=name)
 
 
 def delete_connection(target, name: str) -> dict:
-    try:
-        return events_client(target).delete_connection(Name=name)
-    except _SDK_ERRORS as exc:
-        raise translate(exc) from None
+    return _once(target, "delete_connection", Name=name)
 
 
 def api_destinations(target, connection_arn: str) -> list[dict]:

@@ -483,3 +483,76 @@ class AuditSecretUse(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.event_id} {self.path}"
+
+
+class Notification(models.Model):
+    """One message to one person on one channel: written in the transaction of the event it
+    announces (an outbox), sent by the worker. Never a secret value or fingerprint in it."""
+
+    EMAIL, APPRISE = "email", "apprise"
+    CHANNELS = [(EMAIL, "Email"), (APPRISE, "Chat (Apprise)")]
+    PENDING, SENDING, SENT, FAILED = "pending", "sending", "sent", "failed"
+    STATUSES = [(PENDING, "Waiting"), (SENDING, "Sending"), (SENT, "Sent"), (FAILED, "Failed")]
+
+    # A person (email), or a group's chat channel (Apprise, NOTIFY_APPRISE).
+    recipient = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="notifications",
+    )
+    group = models.ForeignKey("auth.Group", on_delete=models.CASCADE, null=True, blank=True)
+    channel = models.CharField(max_length=16, choices=CHANNELS, default=EMAIL)
+    kind = models.CharField(max_length=64)  # e.g. change.waiting, connection.drift
+    # Once per recipient, channel and key: a reminder or a last call is never sent twice.
+    key = models.CharField(max_length=200)
+    subject = models.CharField(max_length=200)
+    body = models.TextField()
+    link = models.CharField(max_length=500, blank=True)  # the page, as an absolute URL
+    event_id = models.BigIntegerField(null=True, blank=True)  # the audit event it announces
+    message_id = models.CharField(max_length=200)  # the same on every attempt (email)
+    status = models.CharField(max_length=16, choices=STATUSES, default=PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    last_error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["recipient", "channel", "key"], name="one_notification_per_key"
+            ),
+            models.UniqueConstraint(
+                fields=["group", "channel", "key"], name="one_group_notification_per_key"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"]),
+            models.Index(fields=["recipient", "-created_at"]),
+        ]
+
+    def __str__(self) -> str:
+        to = self.recipient_id or f"group {self.group_id}"
+        return f"{self.kind} to {to} ({self.status})"
+
+
+class NotificationMute(models.Model):
+    """A channel someone does not want (approvers' reminders come all the same)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    channel = models.CharField(max_length=16, choices=Notification.CHANNELS)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "channel"], name="one_mute_per_channel")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} mutes {self.channel}"
+
+
+# Single sign-on identities live beside the sign-in code that uses them.
+from .oidc_identity import OidcIdentity  # noqa: E402,F401

@@ -20,7 +20,7 @@ class SecretSafeExceptionReporterFilter(SafeExceptionReporterFilter):
 
     hidden_settings = re.compile(
         SafeExceptionReporterFilter.hidden_settings.pattern
-        + r"|^VAULT_|^AUDIT_|DATABASE_URL|EMAIL_URL",
+        + r"|^VAULT_|^AUDIT_|DATABASE_URL|EMAIL_URL|^NOTIFY_APPRISE|^OIDC_RP_CLIENT_SECRET",
         flags=re.IGNORECASE,
     )
 

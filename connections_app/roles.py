@@ -62,6 +62,7 @@ def navigation(request) -> dict:
         items.append(("connection_list", "Connections"))
     if user.has_perm(CAN_AUDIT):
         items += [("audit_list", "Audit log"), ("audit_secret_uses", "Secret uses")]
+    items.append(("notifications", "Notifications"))
     if user.is_superuser:
         items += [("status", "Status"), ("admin:index", "Admin")]
     if user.has_perm(CAN_APPROVE):

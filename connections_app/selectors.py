@@ -12,7 +12,7 @@ from . import audit_review, eventbridge, vault
 from . import document as doc
 from .models import AuditEvent, Connection, ConnectionRequest, Sweep, Target
 from .roles import CAN_APPROVE, CAN_AUDIT, CAN_REQUEST, group_ids
-from .services.scopes import endpoint_host, host_is_new, scope_for, scopes_of
+from .services.scopes import endpoint_host, host_allowed, host_is_new, scope_for, scopes_of
 
 R = ConnectionRequest
 QUEUE_PAGE_SIZE = 25  # rows cost a page most of its time
@@ -81,11 +81,15 @@ def approval_queue(
     )
 
 
-def unfinished_submissions() -> QuerySet[ConnectionRequest]:
-    """Failed submissions, and ones still running (or left running by a lost response)."""
-    return R.objects.filter(status__in=(R.FAILED, R.SUBMITTING)).only(
-        "kind", "name", "status", "error_message"
-    )
+def unfinished_submissions(user) -> QuerySet[ConnectionRequest]:
+    """Failed submissions, and ones still running (or left running by a lost response), of
+    the targets the user may approve."""
+    rows = R.objects.filter(status__in=(R.FAILED, R.SUBMITTING))
+    if not user.is_superuser:
+        rows = rows.filter(
+            Q(target__approver_groups__isnull=True) | Q(target__approver_groups__in=group_ids(user))
+        ).distinct()
+    return rows.only("kind", "name", "status", "error_message")
 
 
 # ---------------------------------------------------------------------------
@@ -189,7 +193,9 @@ def fleet(user) -> dict:
     for row in open_.values("target_id", "status").annotate(n=Count("id")):
         rows[row["target_id"]]["changes"][row["status"]] = row["n"]
         total["changes"][row["status"]] += row["n"]
-    return {"targets": list(rows.values()), "total": total, "states": STATES, "flags": FLAGS}
+    # Only the states some connection is in: the table stays narrow enough to read.
+    shown = [state for state in STATES if total["states"][state]] or ["AUTHORIZED"]
+    return {"targets": list(rows.values()), "total": total, "states": shown, "flags": FLAGS}
 
 
 FLAGS = ("unmanaged", "changed_outside", "deleted_outside", "drifted", "deauthorized_by_aws")
@@ -276,7 +282,7 @@ def change_review(request: ConnectionRequest) -> dict:
     review["host"] = host and {
         "name": host,
         "new": host_is_new(host),
-        "allowed": any(host in scope.hosts for scope in scopes),
+        "allowed": host_allowed(request.document, request.requester),
     }
     pushed = {}
     if request.connection is not None:
@@ -410,3 +416,23 @@ def requests_referencing(*, references: list[str] = (), prefix: str = "", limit:
         .order_by("-id")
     )
     return list(rows[:limit])
+
+
+# ---------------------------------------------------------------------------
+# Notifications
+
+
+def notifications_of(user, *, size: int = 100) -> dict:
+    """The user's newest notifications, their groups' chat posts, and what they muted."""
+    from .models import Notification, NotificationMute
+
+    rows = Notification.objects.filter(
+        Q(recipient=user) | Q(group__in=group_ids(user))
+    ).select_related("group")
+    return {
+        "rows": list(rows.order_by("-created_at", "-id")[:size]),
+        "email_muted": NotificationMute.objects.filter(
+            user=user, channel=Notification.EMAIL
+        ).exists(),
+        "has_email": bool(user.email),
+    }

@@ -20,6 +20,7 @@ from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth import forms as auth_forms
 from django.contrib.auth import views as auth_views
+from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.signals import user_login_failed
 from django.core.exceptions import ValidationError
@@ -29,6 +30,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 from django.utils.translation import ngettext
+
+from . import oidc
 
 # ---------------------------------------------------------------------------
 # Who is signing in: the axes callables (AXES_CLIENT_IP_CALLABLE, AXES_USERNAME_CALLABLE)
@@ -80,6 +83,12 @@ def username_key(request, credentials: dict | None) -> str | None:
     if username is None and request is not None:
         username = getattr(request, "POST", {}).get("username")
     return username_digest(username) if username else None
+
+
+def not_a_password_attempt(request, credentials) -> bool:
+    """AXES_WHITELIST_CALLABLE: the single sign-on callback checks no password, so axes neither
+    counts its refusals nor stores its query (which holds the authorization code)."""
+    return request is not None and request.path == reverse("oidc_authentication_callback")
 
 
 # ---------------------------------------------------------------------------
@@ -154,6 +163,22 @@ def lockout_response(request, original_response=None, credentials=None):
 
 
 # ---------------------------------------------------------------------------
+# Who may use a password
+
+
+class LocalPasswordBackend(ModelBackend):
+    """Django's ModelBackend; with LOCAL_LOGIN off, only superusers' passwords count (the
+    break-glass accounts), and other users' password sessions end.
+
+    Anyone else's right password is refused exactly like a wrong one (and counted by axes), so
+    the form tells no one whether a password was right."""
+
+    def user_can_authenticate(self, user):
+        allowed = settings.LOCAL_LOGIN or getattr(user, "is_superuser", False)
+        return allowed and super().user_can_authenticate(user)
+
+
+# ---------------------------------------------------------------------------
 # The forms: both sign-in pages and both password change pages
 
 
@@ -170,6 +195,19 @@ class SignInMixin:
 
 class LoginForm(SignInMixin, AuthenticationForm):
     pass
+
+
+class LoginView(auth_views.LoginView):
+    """Django's sign-in page, offering single sign-on above the password form when it is on."""
+
+    authentication_form = LoginForm
+
+    def get_context_data(self, **kwargs):
+        return {
+            **super().get_context_data(**kwargs),
+            "sso_provider": settings.OIDC_PROVIDER_NAME if oidc.enabled() else "",
+            "local_login": settings.LOCAL_LOGIN,
+        }
 
 
 class AdminLoginForm(SignInMixin, AdminAuthenticationForm):

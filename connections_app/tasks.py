@@ -1,6 +1,6 @@
 """The task worker's jobs (django-q2, ORM broker): each one a thin call into the services.
 
-Schedules (Django admin, Django Q, Scheduled tasks) are made by migration and run them:
+Schedules (Django admin, Django Q, Scheduled tasks) are made by migrations and run them:
 `sweep_all` every SWEEP_MINUTES, `follow_states` every minute, `expire` and `checkpoint` every
 five minutes.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from django_q.tasks import async_task
 
-from . import checkpoints, services
+from . import checkpoints, notify, services
 from .models import Target
 
 
@@ -42,3 +42,18 @@ def checkpoint() -> str:
     """Sign and store the audit chain's head when N events or M minutes have passed."""
     signed = checkpoints.checkpoint_if_due()
     return f"signed at event {signed.seq}" if signed else "not due"
+
+
+def send_notifications() -> dict:
+    """Send what the outbox holds, with retries (a message a dead sender held goes again)."""
+    return notify.send_due()
+
+
+def remind() -> int:
+    """Daily: each approver, what has waited for them over a day."""
+    return notify.remind_approvers()
+
+
+def last_calls() -> int:
+    """Hourly: changes about to expire, once each, to their approvers."""
+    return notify.last_calls()

@@ -46,6 +46,7 @@ urlpatterns = [
         {"kind": "delete"},
         name="connection_delete",
     ),
+    path("notifications/", views.notifications, name="notifications"),
     path("audit/", views.audit_list, name="audit_list"),
     path("audit/<int:pk>/", views.audit_detail, name="audit_detail"),
     path("audit/export.csv", views.audit_export, {"fmt": "csv"}, name="audit_export_csv"),

@@ -503,7 +503,7 @@ def approval_queue(request):
                 user=request.user, after=_number(request, "after"), target=target
             ),
             "target": target,
-            "failed": selectors.unfinished_submissions(),
+            "failed": selectors.unfinished_submissions(request.user),
             "me": request.user.pk,
         },
     )
@@ -608,15 +608,16 @@ def connection_refresh(request, pk):
     return redirect("connection_detail", pk=pk)
 
 
-def _change_refused(request, connection: Connection, kind: str):
+def _change_refused(request, connection: Connection, kind: str, *, typed: bool = True):
     """Opening a change form the user may not file now: back to the connection, saying why
-    (None: they may). A POST goes on, so that what was typed comes back with the refusal."""
+    (None: they may). With `typed`, a POST goes on, so that what was typed comes back with the
+    refusal (the service refuses it)."""
     refused = services.change_refusal(
         kind, connection, request.user, open_change=services.open_change(connection)
     )
     if refused is not None and refused.code in ("not_requester", "not_approver"):
         raise refused
-    if refused is None or request.method == "POST":
+    if refused is None or (typed and request.method == "POST"):
         return None
     messages.error(request, refused.message)
     return redirect("connection_detail", pk=connection.pk)
@@ -677,7 +678,8 @@ def _filed(request, form, file):
 def connection_rotate(request, pk):
     """Rotate: every secret re-read at the newest Vault version, or at one the requester picks."""
     connection = _connection(request, pk)
-    if refused := _change_refused(request, connection, R.ROTATE):
+    # Nothing typed to keep, and the page reads Vault: refused before anything is asked.
+    if refused := _change_refused(request, connection, R.ROTATE, typed=False):
         return refused
     secrets = selectors.rotation_candidates(connection)
     again = _filed_again_from(request, kinds=(R.ROTATE,), connection=connection)
@@ -690,7 +692,7 @@ def connection_rotate(request, pk):
     if request.method == "POST" and form.is_valid():
 
         def file():
-            document = services.rotation_document(connection, form.versions())
+            document = services.rotation_document(connection, form.versions(), user=request.user)
             return services.change_file(
                 connection=connection, requester=request.user, kind=R.ROTATE, document=document
             )
@@ -742,6 +744,23 @@ def connection_remove(request, pk, kind):
             "again": again,
         },
         status=400 if form.errors else 200,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Notifications
+
+
+@login_required
+def notifications(request):
+    """What was written for me (and for my groups' chat channels), and when it went out; the
+    email channel can be muted (approvers' reminders come all the same)."""
+    if request.method == "POST":
+        services.notifications_mute(user=request.user, email=request.POST.get("email") != "on")
+        messages.success(request, "Saved.")
+        return redirect("notifications")
+    return render(
+        request, "connections_app/notifications.html", selectors.notifications_of(request.user)
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,28 +116,48 @@ def bao_cli(openbao):
     return run
 
 
+CANARY_READ = 'path "secret/data/canary/*" { capabilities = ["read"] }'
+
+
 @pytest.fixture
-def checkpoint_approle(servers, bao_cli, settings):
+def approle_login(servers, bao_cli, settings):
+    """The app logged in with a real AppRole on a mount of its own: `login(policy, ttl=...)`
+    sets VAULT_ROLE_ID and VAULT_SECRET_ID, and returns (role_id, secret_id, mount)."""
+    made = []
+
+    def login(policy: str | None = CANARY_READ, *, ttl: str = "1h") -> tuple[str, str, str]:
+        mount = f"approle-{uuid.uuid4().hex[:8]}"
+        name = f"policy-{mount}"
+        bao_cli("auth", "enable", f"-path={mount}", "approle")
+        made.append((mount, name if policy else None))
+        if policy:
+            bao_cli("policy", "write", name, "-", input_text=policy)
+        bao_cli("write", f"auth/{mount}/role/app", f"token_policies={name if policy else ''}",
+                f"token_ttl={ttl}", f"token_max_ttl={ttl}")  # fmt: skip
+        role_id = json.loads(bao_cli("read", "-format=json", f"auth/{mount}/role/app/role-id"))
+        secret_id = json.loads(
+            bao_cli("write", "-f", "-format=json", f"auth/{mount}/role/app/secret-id")
+        )
+        settings.VAULT_TOKEN = ""
+        settings.VAULT_APPROLE_MOUNT = mount
+        settings.VAULT_ROLE_ID = role_id["data"]["role_id"]
+        settings.VAULT_SECRET_ID = secret_id["data"]["secret_id"]
+        vault.reset_client()
+        return role_id["data"]["role_id"], secret_id["data"]["secret_id"], mount
+
+    yield login
+    vault.reset_client()
+    for mount, policy in made:
+        bao_cli("auth", "disable", mount)
+        if policy:
+            bao_cli("policy", "delete", policy)
+
+
+@pytest.fixture
+def checkpoint_approle(approle_login):
     """The app logged in with an AppRole whose only policy is the checkpoint policy (what
     `audit_checkpoint --policy` prints); yields its role id, secret id and mount."""
-    mount = f"approle-{uuid.uuid4().hex[:8]}"
-    policy = f"checkpoints-{mount}"
-    bao_cli("auth", "enable", f"-path={mount}", "approle")
-    bao_cli("policy", "write", policy, "-", input_text=checkpoints.vault_policy())
-    bao_cli("write", f"auth/{mount}/role/app", f"token_policies={policy}", "token_ttl=1h")
-    role_id = json.loads(bao_cli("read", "-format=json", f"auth/{mount}/role/app/role-id"))
-    secret_id = json.loads(
-        bao_cli("write", "-f", "-format=json", f"auth/{mount}/role/app/secret-id")
-    )
-    settings.VAULT_TOKEN = ""
-    settings.VAULT_APPROLE_MOUNT = mount
-    settings.VAULT_ROLE_ID = role_id["data"]["role_id"]
-    settings.VAULT_SECRET_ID = secret_id["data"]["secret_id"]
-    vault.reset_client()
-    yield role_id["data"]["role_id"], secret_id["data"]["secret_id"], mount
-    vault.reset_client()
-    bao_cli("auth", "disable", mount)
-    bao_cli("policy", "delete", policy)
+    return approle_login(checkpoints.vault_policy())
 
 
 @pytest.fixture
@@ -208,8 +229,10 @@ def user_factory(db, django_user_model):
     from django.contrib.auth.models import Group
 
     def make(username=None, *, groups=(), superuser=False):
+        username = username or f"user-{uuid.uuid4().hex[:8]}"
         user = django_user_model.objects.create_user(
-            username=username or f"user-{uuid.uuid4().hex[:8]}",
+            username=username,
+            email=f"{username.strip('+@')}@example.com",  # where their notifications go
             password="pw-for-tests-only",  # noqa: S106
             is_superuser=superuser,
             is_staff=superuser,
@@ -325,3 +348,55 @@ def make_document(unique_name):
         return doc
 
     return make
+
+
+# ---------------------------------------------------------------------------
+# Mail
+
+
+class SMTPServer:
+    """aiosmtpd on a loopback port, for the test that asks: `messages` (as received),
+    `answer` (the reply to DATA; a 5xx refuses), `hold` (an Event DATA waits on)."""
+
+    def __init__(self):
+        from aiosmtpd.controller import Controller
+
+        self.messages: list[bytes] = []
+        self.answer = "250 OK"
+        self.hold = None
+        self.received = threading.Event()
+        server = self
+
+        class Handler:
+            async def handle_DATA(self, smtp, session, envelope):
+                import asyncio
+
+                server.messages.append(envelope.original_content or envelope.content)
+                server.received.set()
+                while server.hold is not None and not server.hold.is_set():
+                    await asyncio.sleep(0.05)
+                return server.answer
+
+        self.port = faults.closed_port()
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+
+    def message_ids(self) -> list[str]:
+        import email
+
+        return [email.message_from_bytes(m)["Message-ID"] for m in self.messages]
+
+
+@pytest.fixture
+def smtp(settings):
+    """A real SMTP server; Django's mail goes to it for this test."""
+    server = SMTPServer()
+    server.controller.start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", server.port
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+    settings.EMAIL_TIMEOUT = 5
+    yield server
+    if server.hold is not None:
+        server.hold.set()
+    server.controller.stop()

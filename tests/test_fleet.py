@@ -2,7 +2,9 @@
 external ID), sweeps of their connections, drift from Vault, adoption and the home page."""
 
 import secrets
+import time
 import uuid
+from datetime import timedelta
 
 import boto3
 import pytest
@@ -11,7 +13,14 @@ from django.urls import reverse
 
 from connections_app import audit, services, tasks
 from connections_app import document as doc
-from connections_app.models import AuditEvent, Connection, ConnectionRequest, Sweep, Target
+from connections_app.models import (
+    AuditEvent,
+    Connection,
+    ConnectionRequest,
+    Notification,
+    Sweep,
+    Target,
+)
 
 R = ConnectionRequest
 pytestmark = [pytest.mark.usefixtures("servers"), pytest.mark.django_db]
@@ -68,6 +77,18 @@ def _made(target, requester, approver, make_document, **kwargs):
     )
     assert request.status == R.CREATED, request.error_message
     return request.connection
+
+
+def _made_on(target, path, value, bao_cli, requester, approver, make_document) -> Connection:
+    """A connection whose API key is `path#api_key` (written now, with `value`)."""
+    bao_cli("kv", "put", path, f"api_key={value}")
+    document = make_document()
+    key = document["AuthParameters"]["ApiKeyAuthParameters"]
+    key["ApiKeyValue"] = {"vault": f"{path}#api_key", "version": None}
+    request = services.request_create(requester=requester, document=document, target=target)
+    return services.request_approve(
+        request=request, approver=approver, seen_hash=request.document_hash
+    ).connection
 
 
 def _sweep(target) -> Sweep:
@@ -193,16 +214,7 @@ def test_a_vault_write_flags_drift_at_the_next_sweep(
 ):
     partner = target_factory()
     path = f"secret/fleet/{uuid.uuid4().hex[:8]}"
-    bao_cli("kv", "put", path, "api_key=first")
-    document = make_document()
-    document["AuthParameters"]["ApiKeyAuthParameters"]["ApiKeyValue"] = {
-        "vault": f"{path}#api_key",
-        "version": None,
-    }
-    request = services.request_create(requester=requester, document=document, target=partner)
-    made = services.request_approve(
-        request=request, approver=approver, seen_hash=request.document_hash
-    ).connection
+    made = _made_on(partner, path, "first", bao_cli, requester, approver, make_document)
     assert _sweep(partner).figures["drifted"] == 0
 
     bao_cli("kv", "put", path, "api_key=second")
@@ -238,16 +250,7 @@ def test_a_deleted_or_destroyed_version_is_drift(
 ):
     partner = target_factory()
     path = f"secret/fleet/{uuid.uuid4().hex[:8]}"
-    bao_cli("kv", "put", path, "api_key=only")
-    document = make_document()
-    document["AuthParameters"]["ApiKeyAuthParameters"]["ApiKeyValue"] = {
-        "vault": f"{path}#api_key",
-        "version": None,
-    }
-    request = services.request_create(requester=requester, document=document, target=partner)
-    made = services.request_approve(
-        request=request, approver=approver, seen_hash=request.document_hash
-    ).connection
+    made = _made_on(partner, path, "only", bao_cli, requester, approver, make_document)
     bao_cli("kv", "destroy", "-versions=1", path)
     _sweep(partner)
     made.refresh_from_db()
@@ -261,16 +264,7 @@ def test_kv_v1_drift_is_seen_by_fingerprint(
 
     partner = target_factory()
     path = f"{KV1}/fleet-{uuid.uuid4().hex[:8]}"
-    bao_cli("kv", "put", path, "api_key=one")
-    document = make_document()
-    document["AuthParameters"]["ApiKeyAuthParameters"]["ApiKeyValue"] = {
-        "vault": f"{path}#api_key",
-        "version": None,
-    }
-    request = services.request_create(requester=requester, document=document, target=partner)
-    made = services.request_approve(
-        request=request, approver=approver, seen_hash=request.document_hash
-    ).connection
+    made = _made_on(partner, path, "one", bao_cli, requester, approver, make_document)
     assert _sweep(partner).figures["drifted"] == 0
     bao_cli("kv", "put", path, "api_key=two")
     _sweep(partner)
@@ -279,8 +273,9 @@ def test_kv_v1_drift_is_seen_by_fingerprint(
 
 
 def test_changed_and_deleted_outside_are_flagged(
-    target_factory, requester, approver, make_document
+    target_factory, requester, approver, make_document, settings
 ):
+    settings.OURS_WITHIN = timedelta(0)  # the console edit comes a moment after our create
     partner = target_factory()
     changed = _made(partner, requester, approver, make_document, name="edited-by-hand")
     deleted = _made(partner, requester, approver, make_document, name="deleted-by-hand")
@@ -363,3 +358,131 @@ def test_home_page_counts_per_target_with_links(
         reverse("connection_list"), {"target": partner.pk, "state": "unmanaged"}
     ).content.decode()
     assert "home-hand" in listed and "home-a" not in listed
+
+
+# ---------------------------------------------------------------------------
+# Sweeps racing changes and refreshes
+
+
+def _through_proxy(moto, monkeypatch):
+    from connections_app import eventbridge
+    from tests.faults import FaultProxy
+
+    proxy = FaultProxy(moto.url).__enter__()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+    eventbridge.reset_clients()
+    return proxy
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_change_approved_while_a_sweep_walks_is_not_undone(
+    target_factory, requester, approver, approver2, make_document, moto, monkeypatch
+):
+    from tests.faults import aws_target
+
+    partner = target_factory()
+    made = _made(partner, requester, approver, make_document)
+    document = doc.unredacted(made.document)
+    document["Description"] = "approved mid-sweep"
+    change = services.change_file(
+        connection=made, requester=requester, kind=R.UPDATE, document=document
+    )
+    proxy = _through_proxy(moto, monkeypatch)
+    try:
+        approved = []
+
+        def approve(method, path):  # while the sweep waits for its list page
+            from django.db import connections
+
+            approved.append(
+                services.request_approve(
+                    request=change, approver=approver2, seen_hash=change.document_hash
+                ).status
+            )
+            connections.close_all()
+
+        proxy.rules.append(aws_target("ListConnections", None, times=1, then=approve))
+        swept = services.sweep_target(partner.pk)
+    finally:
+        proxy.__exit__(None, None, None)
+    assert approved == [R.DONE] and swept.ok
+    made.refresh_from_db()
+    assert made.document["Description"] == "approved mid-sweep"  # not the sweep's stale copy
+    assert not made.changed_outside
+
+
+def test_a_sweep_seeing_our_deauthorize_settle_does_not_blame_aws(
+    target_factory, requester, approver, make_document, moto
+):
+    partner = target_factory()
+    made = _made(partner, requester, approver, make_document)
+    requests.post(f"{moto.url}/moto-ext/config", json={"settle_seconds": 1}, timeout=10)
+    try:
+        change = services.change_file(
+            connection=made, requester=requester, kind=R.DEAUTHORIZE, reason="rotating keys"
+        )
+        services.request_approve(request=change, approver=approver, seen_hash=change.document_hash)
+        assert Connection.objects.get(pk=made.pk).state == "DEAUTHORIZING"
+        time.sleep(1.2)
+        _sweep(partner)
+    finally:
+        requests.post(f"{moto.url}/moto-ext/config", json={"settle_seconds": 0}, timeout=10)
+    made.refresh_from_db()
+    assert made.state == "DEAUTHORIZED" and not made.deauthorized_by_aws
+    assert not Notification.objects.filter(kind="connection.deauthorized_by_aws").exists()
+
+
+def test_a_refresh_notices_changes_outside_too(
+    target_factory, requester, approver, make_document, settings
+):
+    settings.OURS_WITHIN = timedelta(0)
+    partner = target_factory()
+    edited = _made(partner, requester, approver, make_document, name="edited")
+    gone = _made(partner, requester, approver, make_document, name="gone")
+    aws = _aws(partner)
+    aws.update_connection(Name="edited", Description="by hand")
+    aws.delete_connection(Name="gone")
+    aws.list_connections()  # settles DELETING
+    edited = services.connection_refresh(connection=edited)
+    gone = services.connection_refresh(connection=gone)
+    assert edited.changed_outside and gone.deleted_outside and gone.state == "DELETED"
+    kinds = set(Notification.objects.values_list("kind", flat=True))
+    assert {"connection.changed_outside", "connection.deleted_outside"} <= kinds
+    # The next sweep has nothing new to say about them.
+    swept = _sweep(partner)
+    assert (swept.figures["changed_outside"], swept.figures["deleted_outside"]) == (0, 0)
+
+
+def test_a_connection_listed_again_is_no_longer_deleted_outside(
+    target_factory, requester, approver, make_document
+):
+    partner = target_factory()
+    made = _made(partner, requester, approver, make_document)
+    Connection.objects.filter(pk=made.pk).update(state="DELETED", deleted_outside=True)
+    _sweep(partner)
+    made.refresh_from_db()
+    assert made.state == "AUTHORIZED" and not made.deleted_outside
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sweep_that_lost_its_lease_records_nothing(target_factory, moto, monkeypatch):
+    from tests.faults import aws_target
+
+    partner = target_factory()
+    _aws(partner).create_connection(
+        Name="by-hand",
+        AuthorizationType="API_KEY",
+        AuthParameters={"ApiKeyAuthParameters": {"ApiKeyName": "k", "ApiKeyValue": "v"}},
+    )
+    proxy = _through_proxy(moto, monkeypatch)
+    try:
+
+        def taken_over(method, path):  # another worker takes the target over meanwhile
+            Target.objects.filter(pk=partner.pk).update(sweep_owner="the-other-worker")
+
+        proxy.rules.append(aws_target("ListConnections", None, times=1, then=taken_over))
+        assert services.sweep_target(partner.pk) is None
+    finally:
+        proxy.__exit__(None, None, None)
+    assert not Connection.objects.filter(target=partner).exists()
+    assert not Sweep.objects.filter(target=partner).exists()

@@ -177,19 +177,9 @@ def test_health_probe_with_such_a_token_answers_and_mails_nothing(
 
 
 @pytest.fixture
-def approle_mount(bao_cli, settings):
-    mount = f"approle-{uuid.uuid4().hex[:8]}"
-    bao_cli("auth", "enable", f"-path={mount}", "approle")
-    role = f"app-{uuid.uuid4().hex[:6]}"
-    bao_cli("write", f"auth/{mount}/role/{role}", "token_ttl=1h")
-    role_id = json.loads(bao_cli("read", "-format=json", f"auth/{mount}/role/{role}/role-id"))
-    settings.VAULT_APPROLE_MOUNT = mount
-    settings.VAULT_TOKEN = ""
-    settings.VAULT_ROLE_ID = role_id["data"]["role_id"]
-    vault.reset_client()
-    yield mount
-    vault.reset_client()
-    bao_cli("auth", "disable", mount)
+def approle_mount(approle_login):
+    """An AppRole with no policy: the tests give it a wrong secret id."""
+    return approle_login(None)[2]
 
 
 def test_report_hides_approle_credentials_after_a_refused_login(servers, approle_mount, settings):

@@ -464,6 +464,7 @@ def test_lost_answer_is_reconciled_before_any_retry(
         failed = _approve(change, approver)
         assert failed.status == R.FAILED
         sent = proxy.targets(operation)
+        assert sent == 1  # one approval, one call: the SDK does not resend it
         proxy.rules.clear()
         done = services.request_retry(
             request=failed, approver=approver, seen_hash=failed.document_hash
@@ -575,3 +576,40 @@ def test_describe_echoing_secrets_never_reaches_the_database(
             assert value not in stored
     finally:
         plain.stop()
+
+
+def test_an_overdue_change_does_not_block_the_next_one(made, requester):
+    first = _file(R.UPDATE, made, requester)
+    R.objects.filter(pk=first.pk).update(expires_at=timezone.now())
+    assert "delete" in services.allowed_changes(made, requester, services.open_change(made))
+    second = _file(R.DELETE, made, requester)
+    assert second.status == R.PENDING
+    assert R.objects.get(pk=first.pk).status == R.EXPIRED  # recorded on the way
+
+
+@pytest.mark.django_db(transaction=True)  # the proxy's thread writes to the database
+def test_an_attempt_taken_over_makes_no_aws_call(made, requester, approver, openbao, monkeypatch,
+                                                 settings, moto):  # fmt: skip
+    """A slow attempt (here: while it reads Vault) that a retry took over stops before AWS."""
+    from connections_app import eventbridge, vault
+    from tests.faults import path_rule
+
+    change = _file(R.UPDATE, made, requester)
+
+    def taken_over(method, path):
+        from django.db import connections
+
+        R.objects.filter(pk=change.pk).update(submit_attempts=5)  # a later attempt claimed it
+        connections.close_all()
+
+    with FaultProxy(openbao.url) as bao, FaultProxy(moto.url) as aws:
+        settings.VAULT_ADDR = bao.url
+        monkeypatch.setenv("AWS_ENDPOINT_URL", aws.url)
+        vault.reset_client()
+        eventbridge.reset_clients()
+        bao.rules.append(path_rule("/v1/secret/data/", None, times=1, then=taken_over))
+        done = _approve(change, approver)
+        assert aws.targets("UpdateConnection") == 0
+    assert done.error_code == "taken_over"
+    settings.VAULT_ADDR = openbao.url
+    vault.reset_client()

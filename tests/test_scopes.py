@@ -147,3 +147,43 @@ def test_checks_have_a_per_user_budget(requester, requester_client, settings, ca
     answers = [requester_client.post(url, ref) for _ in range(8)]
     assert [a.status_code for a in answers] == [200] * 5 + [429] * 3
     assert answers[-1].json()["code"] == "check_rate"
+
+
+def test_another_teams_connection_is_not_changed_or_read_through_its_pages(
+    requester, approver, make_document, user_factory, calls
+):
+    """Its rotate page would read every secret's newest version: refused before any read."""
+    request = services.request_create(requester=requester, document=make_document("API_KEY"))
+    made = services.request_approve(
+        request=request, approver=approver, seen_hash=request.document_hash
+    ).connection
+    team_b = Group.objects.create(name="team-b")
+    team_b.permissions.set(Group.objects.get(name=roles.REQUESTERS).permissions.all())
+    Scope.objects.create(group=team_b, path_prefixes="secret/team-b/", allowed_hosts="")
+    bob = user_factory("bob", groups=["team-b"])
+    client = Client()
+    client.force_login(bob)
+    calls.reset()
+    for name in ("connection_rotate", "connection_update", "connection_deauthorize"):
+        assert client.get(reverse(name, args=[made.pk])).status_code == 302
+    assert client.post(reverse("connection_rotate", args=[made.pk]), {}).status_code == 302
+    assert _vault_reads(calls) == 0
+    for kind in (R.ROTATE, R.DEAUTHORIZE, R.DELETE):
+        with pytest.raises(services.ActionRefused) as info:
+            services.change_file(connection=made, requester=bob, kind=kind, reason="mine now")
+        assert info.value.code == "out_of_scope"
+    assert services.allowed_changes(made, bob, None) == set()
+
+
+def test_the_host_must_be_allowed_by_the_client_secrets_own_scope(user_factory, make_document):
+    """Someone in two teams may not send team A's client secret to team B's host."""
+    for name, prefix, host in (("team-a", "secret/canary/oauth", "auth.team-a.example"),
+                               ("team-b", "secret/team-b/", "auth.example.com")):  # fmt: skip
+        group = Group.objects.create(name=name)
+        group.permissions.set(Group.objects.get(name=roles.REQUESTERS).permissions.all())
+        Scope.objects.create(group=group, path_prefixes=prefix, allowed_hosts=host)
+    both = user_factory("both-teams", groups=["team-a", "team-b"])
+    document = make_document("OAUTH_CLIENT_CREDENTIALS")  # endpoint auth.example.com
+    with pytest.raises(services.DocumentInvalid) as info:
+        services.request_create(requester=both, document=document)
+    assert "host_not_allowed" in {i.code for i in info.value.issues}

@@ -401,36 +401,9 @@ def test_health_with_the_dev_stack_up(settings):
 
 
 @pytest.fixture
-def approle(bao_cli, settings):
-    """A real AppRole on its own mount; make(ttl) returns role_id and secret_id."""
-    mount = f"approle-{uuid.uuid4().hex[:8]}"
-    policy = f"canary-read-{mount}"
-    bao_cli("auth", "enable", f"-path={mount}", "approle")
-    bao_cli(
-        "policy", "write", policy, "-",
-        input_text='path "secret/data/canary/*" { capabilities = ["read"] }',
-    )  # fmt: skip
-    settings.VAULT_APPROLE_MOUNT = mount
-
-    def make(ttl: str = "1h") -> None:
-        role = f"app-{uuid.uuid4().hex[:6]}"
-        bao_cli(
-            "write", f"auth/{mount}/role/{role}", f"token_policies={policy}",
-            f"token_ttl={ttl}", f"token_max_ttl={ttl}",
-        )  # fmt: skip
-        role_id = json.loads(bao_cli("read", "-format=json", f"auth/{mount}/role/{role}/role-id"))
-        secret_id = json.loads(
-            bao_cli("write", "-f", "-format=json", f"auth/{mount}/role/{role}/secret-id")
-        )
-        settings.VAULT_TOKEN = ""
-        settings.VAULT_ROLE_ID = role_id["data"]["role_id"]
-        settings.VAULT_SECRET_ID = secret_id["data"]["secret_id"]
-        vault.reset_client()
-
-    yield make
-    vault.reset_client()
-    bao_cli("auth", "disable", mount)
-    bao_cli("policy", "delete", policy)
+def approle(approle_login):
+    """make(ttl): a real AppRole reading the canaries, the app logged in with it."""
+    return lambda ttl="1h": approle_login(ttl=ttl)
 
 
 def _token_valid(openbao, token: str) -> bool:

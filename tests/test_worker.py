@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -28,7 +29,7 @@ def _database_url() -> str:
     return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
 
 
-def _cluster(openbao, aws_url: str, log: Path) -> subprocess.Popen:
+def _cluster(openbao, aws_url: str, log: Path, **extra) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "VAULT_"))}
     env.update(
         DJANGO_SETTINGS_MODULE="config.settings_test",
@@ -45,6 +46,7 @@ def _cluster(openbao, aws_url: str, log: Path) -> subprocess.Popen:
         AWS_SECRET_ACCESS_KEY="testing",  # noqa: S105 - moto's dummy credentials
         AWS_DEFAULT_REGION="us-east-1",
         AWS_REGION="us-east-1",
+        **extra,
     )
     return subprocess.Popen(
         [sys.executable, "manage.py", "qcluster"],
@@ -126,3 +128,44 @@ def test_a_sweep_killed_midway_records_nothing_and_the_next_run_does_it_all(
     assert swept.figures["listed"] == 250 and swept.figures["unmanaged_found"] == 250
     assert Connection.objects.filter(target=target, managed=False).count() == 250
     assert Target.objects.get(pk=target.pk).sweep_owner == ""
+
+
+def test_a_sender_killed_between_sending_and_marking_sends_once_more_with_the_same_id(
+    openbao, moto, monkeypatch, tmp_path, smtp, requester, approver, make_document
+):
+    from django_q.conf import Conf
+    from django_q.tasks import async_task
+
+    from connections_app import services
+    from connections_app.models import Notification
+
+    services.request_create(requester=requester, document=make_document())
+    [note] = Notification.objects.filter(recipient=approver)
+    monkeypatch.setattr(Conf, "SYNC", False)
+    mail = {
+        "EMAIL_URL": f"smtp://127.0.0.1:{smtp.port}",
+        "NOTIFY_SEND_LEASE_SECONDS": "2",  # a dead sender's claim runs out after this
+    }
+    log = tmp_path / "qcluster.log"
+    smtp.hold = threading.Event()  # the message is in, the answer never reaches the sender
+    async_task("connections_app.tasks.send_notifications", task_name="send")
+    cluster = _cluster(openbao, moto.url, log, **mail)
+    try:
+        assert smtp.received.wait(60), "the worker never sent"
+    finally:
+        _kill(cluster)
+    smtp.hold.set()
+    note.refresh_from_db()
+    assert note.status == Notification.SENDING and len(smtp.messages) == 1
+
+    time.sleep(2.5)
+    async_task("connections_app.tasks.send_notifications", task_name="send again")
+    async_task("connections_app.tasks.send_notifications", task_name="and again")
+    cluster = _cluster(openbao, moto.url, log, **mail)
+    try:
+        _wait(lambda: Notification.objects.get(pk=note.pk).status == "sent", 60, "the resend")
+        time.sleep(2)  # the third task finds nothing to send
+    finally:
+        _kill(cluster)
+    assert len(smtp.messages) == 2
+    assert smtp.message_ids() == [note.message_id, note.message_id]

@@ -10,7 +10,7 @@ from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from .. import audit, eventbridge, vault
+from .. import audit, eventbridge, notify, vault
 from .. import document as doc
 from ..models import Connection, ConnectionRequest, DocumentRevision, Target
 from ..roles import CAN_REQUEST
@@ -49,12 +49,13 @@ def _expire_if_due(request: ConnectionRequest) -> bool:
         return False
     request.status = R.EXPIRED
     request.save(update_fields=["status", "updated_at"])
-    audit.record(
+    event = audit.record(
         action="connection.request.expire",
         request=request,
         outcome="expired",
         data={"expired_at": request.expires_at.isoformat()},
     )
+    notify.change_result(request, event)
     return True
 
 
@@ -206,16 +207,30 @@ def _save(request: ConnectionRequest, *, author) -> None:
 
 def _filed(request: ConnectionRequest, requester) -> ConnectionRequest:
     with transaction.atomic():
+        _expire_blockers(request)
         _save(request, author=requester)
         data = {"kind": request.kind, "document_hash": request.document_hash}
         if request.kind in R.DOCUMENT_KINDS:
             data["document"] = doc.redact(request.document)
         if request.reason:
             data["reason"] = request.reason
-        audit.record(
+        event = audit.record(
             action="connection.request.create", actor=requester, request=request, data=data
         )
+        notify.change_waiting(request, event)
     return request
+
+
+def _expire_blockers(request: ConnectionRequest) -> None:
+    """A pending request past its time that still holds this one's connection (or name)
+    fails closed first: pages already show it expired, so filing must not trip over it."""
+    due = R.objects.select_for_update().filter(status=R.PENDING, expires_at__lte=timezone.now())
+    if request.connection_id is not None:
+        due = due.filter(connection_id=request.connection_id)
+    else:
+        due = due.filter(R.HOLDS_NAME, target=request.target, name=request.name)
+    for row in due:
+        _expire_if_due(row)
 
 
 def request_create(*, requester, document: dict, target: Target | None = None) -> ConnectionRequest:
@@ -301,12 +316,15 @@ def refuse_if_in_use(connection: Connection) -> None:
         )
 
 
-def rotation_document(connection: Connection, versions: dict[str, int | None]) -> dict:
+def rotation_document(
+    connection: Connection, versions: dict[str, int | None], *, user=None
+) -> dict:
     """The connection's pushed document with each secret at a chosen version (`versions` by
-    path; None or absent: the newest version Vault has now)."""
+    path; None or absent: the newest version Vault has now). With `user`, as their Check:
+    their scopes and their budget."""
     document = doc.unredacted(connection.document)
     refs = doc.references(document)
-    newest = reference_checks([vault.Reference(r.path, r.key) for _, r in refs])
+    newest = reference_checks([vault.Reference(r.path, r.key) for _, r in refs], user=user)
     for path, ref in refs:
         chosen = versions.get(doc.path_text(path))
         if chosen is None:
@@ -363,20 +381,32 @@ def request_update(*, request: ConnectionRequest, editor, document: dict) -> Con
         }
         if failed:
             data["previous_status"] = R.FAILED
-        audit.record(action="connection.request.edit", actor=editor, request=row, data=data)
+        event = audit.record(action="connection.request.edit", actor=editor, request=row, data=data)
+        notify.change_waiting(row, event)
 
     return locked(request, editor, "edit", apply)
 
 
 def request_cancel(*, request: ConnectionRequest, actor) -> ConnectionRequest:
-    refuse_if_made(locked(request, actor, "cancel"))
+    checked = locked(request, actor, "cancel")
+    refuse_if_made(checked)
 
     def apply(row: ConnectionRequest) -> None:
+        _unchanged_since(row, checked)
         row.status = R.CANCELLED
         row.save(update_fields=["status", "updated_at"])
         audit.record(action="connection.request.cancel", actor=actor, request=row)
 
     return locked(request, actor, "cancel", apply)
+
+
+def _unchanged_since(row: ConnectionRequest, checked: ConnectionRequest) -> None:
+    """Between the check of AWS and the lock, the request moved on (it failed, say): look
+    again rather than close what AWS may hold."""
+    if row.status != checked.status:
+        raise ActionRefused(
+            "The request changed meanwhile; open it again before closing it.", code="changed"
+        )
 
 
 def refuse_if_made(request: ConnectionRequest) -> None:
@@ -403,20 +433,33 @@ def request_reject(*, request: ConnectionRequest, approver, reason: str) -> Conn
     reason = clean_text(reason, what="reason")
     if not reason:
         raise ActionRefused("A rejection needs a reason.", code="reason_required")
-    refuse_if_made(locked(request, approver, "reject"))
+    checked = locked(request, approver, "reject")
+    refuse_if_made(checked)
 
     def apply(row: ConnectionRequest) -> None:
+        _unchanged_since(row, checked)
         row.status = R.REJECTED
         row.decided_by = approver
         row.decided_at = timezone.now()
         row.decision_comment = reason
         row.save()
-        audit.record(
+        event = audit.record(
             action="connection.request.reject",
             actor=approver,
             request=row,
             outcome="rejected",
             data={"reason": reason, "document_hash": row.document_hash},
         )
+        notify.change_result(row, event)
 
     return locked(request, approver, "reject", apply)
+
+
+def notifications_mute(*, user, email: bool) -> None:
+    """Mute (or unmute) the email channel for oneself."""
+    from ..models import Notification, NotificationMute
+
+    if email:
+        NotificationMute.objects.get_or_create(user=user, channel=Notification.EMAIL)
+    else:
+        NotificationMute.objects.filter(user=user, channel=Notification.EMAIL).delete()

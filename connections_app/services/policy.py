@@ -6,6 +6,7 @@ from django.core.exceptions import PermissionDenied
 
 from ..models import Connection, ConnectionRequest
 from ..roles import CAN_APPROVE, CAN_REQUEST, may_approve
+from .scopes import within_scopes
 
 R = ConnectionRequest
 
@@ -99,8 +100,10 @@ def change_refusal(
     """Why `user` may not file a `kind` change on `connection` now, or None when they may.
     `open_change` is the connection's open change, if it has one."""
     if kind == "adopt":
-        if not user.has_perm(CAN_APPROVE):
-            return ActionRefused("Only approvers adopt connections.", code="not_approver")
+        if not may_approve(user, connection.target):
+            return ActionRefused(
+                "Only approvers of this connection's target adopt it.", code="not_approver"
+            )
         if connection.managed:
             return ActionRefused("This connection is managed here already.", code="managed")
     elif not user.has_perm(CAN_REQUEST):
@@ -113,6 +116,12 @@ def change_refusal(
     if connection.gone:
         return ActionRefused(
             "This connection has been deleted in AWS: nothing more can be changed.", code="gone"
+        )
+    if kind != "adopt" and not within_scopes(connection.document, user):
+        return ActionRefused(
+            "This connection's secrets are outside your groups' scopes: a member of the team "
+            "that owns them files its changes.",
+            code="out_of_scope",
         )
     if open_change is not None:
         return ActionRefused(

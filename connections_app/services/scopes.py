@@ -49,6 +49,16 @@ def endpoint_host(document: dict) -> str:
         return ""
 
 
+CLIENT_SECRET = ("AuthParameters", "OAuthParameters", "ClientParameters", "ClientSecret")
+
+
+def within_scopes(document: dict, user) -> bool:
+    """Is every secret of a (pushed or request) document inside the user's scopes?"""
+    scopes = scopes_of(user)
+    leaves = doc.secret_leaves(document)
+    return all(scope_for(vault.Reference.from_leaf(leaf), scopes) for _, leaf in leaves)
+
+
 def scope_problems(document: dict, user) -> list[doc.Issue]:
     """Each reference outside the user's scopes, and an endpoint host no scope allows, by
     field (the form puts each message beside its field)."""
@@ -59,16 +69,36 @@ def scope_problems(document: dict, user) -> list[doc.Issue]:
         if scope_for(ref, scopes) is None
     ]
     host = endpoint_host(document)
-    if host and not any(host in scope.hosts for scope in scopes):
+    owner = _client_secret_scope(document, scopes)
+    if host and (owner is None or host not in owner.hosts):
         issues.append(
             doc.Issue(
                 ".".join(ENDPOINT),
                 "host_not_allowed",
-                f"{host} is not among the hosts your groups' scopes allow to receive secrets; "
-                "ask an administrator to add it.",
+                f"{host} is not among the hosts the client secret's scope allows to receive "
+                "secrets; ask an administrator to add it.",
             )
         )
     return issues
+
+
+def _client_secret_scope(document: dict, scopes: list[Scope]) -> Scope | None:
+    """The scope of the secret the endpoint receives (the OAuth client secret)."""
+    node = document
+    for part in CLIENT_SECRET:
+        node = node.get(part) if isinstance(node, dict) else None
+    if not doc.is_reference(node):
+        return None
+    try:
+        return scope_for(vault.Reference.from_leaf(node), scopes)
+    except vault.InvalidReference:
+        return None
+
+
+def host_allowed(document: dict, user) -> bool:
+    host = endpoint_host(document)
+    owner = _client_secret_scope(document, scopes_of(user))
+    return bool(host) and owner is not None and host in owner.hosts
 
 
 def host_is_new(host: str) -> bool:

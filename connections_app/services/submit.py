@@ -8,7 +8,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
-from .. import audit, eventbridge, vault
+from .. import audit, eventbridge, notify, vault
 from .. import document as doc
 from ..models import Connection, ConnectionRequest
 from .filing import clean_text, locked, refuse_if_in_use
@@ -163,6 +163,7 @@ def _push_document(request: ConnectionRequest, outcome: _Outcome) -> None:
     if problems:
         outcome.fail("value_invalid", " ".join(problems))
         return
+    _still_mine(request)
     try:
         if request.kind == R.CREATE:
             answer = eventbridge.create_connection(request.target, payload)
@@ -199,12 +200,27 @@ def _answered(request: ConnectionRequest, outcome: _Outcome, answer: dict) -> No
         outcome.describe_error = exc.code
 
 
+def _still_mine(request: ConnectionRequest) -> None:
+    """Right before the AWS call: a slow attempt that a retry took over (it looked stale)
+    must not make the call too."""
+    mine = R.objects.filter(
+        pk=request.pk, status=R.SUBMITTING, submit_attempts=request.submit_attempts
+    )
+    if not mine.exists():
+        raise ActionRefused(
+            "A later attempt took this request over; this one made no AWS call.",
+            code="taken_over",
+        )
+
+
 def _deauthorize(request: ConnectionRequest, outcome: _Outcome) -> None:
+    _still_mine(request)
     _answered(request, outcome, eventbridge.deauthorize_connection(request.target, request.name))
 
 
 def _delete(request: ConnectionRequest, outcome: _Outcome) -> None:
     refuse_if_in_use(request.connection)  # a destination may have appeared since filing
+    _still_mine(request)
     _answered(request, outcome, eventbridge.delete_connection(request.target, request.name))
 
 
@@ -236,7 +252,9 @@ def _finish(request: ConnectionRequest, actor, outcome: _Outcome) -> ConnectionR
         )
         if written and outcome.status in R.SUCCEEDED:
             _record_connection(request, outcome)
-        audit.append(_events(request, actor, outcome))
+        events = audit.append(_events(request, actor, outcome))
+        if written:
+            notify.change_result(request, events[-1])
     return request
 
 

@@ -18,10 +18,11 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from .. import audit, eventbridge, vault
+from .. import audit, eventbridge, notify, vault
 from .. import document as doc
 from ..models import Connection, ConnectionRequest, Sweep, Target
-from .submit import apply_described, connection_data
+from .state import observe
+from .submit import connection_data
 
 R = ConnectionRequest
 NEW_NAMES_LISTED = 100  # of the unmanaged connections a sweep finds, named in its audit event
@@ -34,14 +35,18 @@ def sweep_target(target_id: int, *, owner: str = "") -> Sweep | None:
         return None
     started, clock = timezone.now(), monotonic()
     target = Target.objects.get(pk=target_id)
-    found = _Found(target)
+    found = _Found(target, owner, started)
     try:
         found.inventory()
         found.vault_drift()
     except (eventbridge.EventBridgeError, vault.VaultError) as exc:
         found.error = exc.message
+    except _LeaseLost:
+        return None  # another worker took the target over: it records, not this one
     found.figures["seconds"] = round(monotonic() - clock, 3)
     with transaction.atomic():
+        if not Target.objects.select_for_update().filter(pk=target_id, sweep_owner=owner):
+            return None  # the lease ran out meanwhile: whoever holds it now records
         if not found.error:
             found.record()
         sweep = Sweep.objects.create(
@@ -63,6 +68,19 @@ def sweep_target(target_id: int, *, owner: str = "") -> Sweep | None:
     return sweep
 
 
+class _LeaseLost(Exception):
+    pass
+
+
+def _renew_lease(target_id: int, owner: str) -> None:
+    """A long walk keeps its target; one whose lease ran out (taken over) stops."""
+    held = Target.objects.filter(pk=target_id, sweep_owner=owner).update(
+        sweep_lease_until=timezone.now() + settings.SWEEP_LEASE
+    )
+    if not held:
+        raise _LeaseLost
+
+
 def _take_lease(target_id: int, owner: str) -> bool:
     """Several worker clusters share the work: one conditional UPDATE decides who sweeps a
     target now. A lease left by a killed worker runs out after SWEEP_LEASE."""
@@ -77,16 +95,16 @@ def _take_lease(target_id: int, owner: str) -> bool:
 class _Found:
     """What one sweep learns, in memory until `record()`."""
 
-    def __init__(self, target: Target):
-        self.target = target
+    def __init__(self, target: Target, owner: str, started):
+        self.target, self.owner, self.started = target, owner, started
         self.error = ""
         self.listed: dict[str, dict] = {}  # ARN -> list item
         self.described: dict[str, dict] = {}  # ARN -> describe_connection answer
         self.drift: dict[int, list[dict]] = {}  # connection id -> drifted secrets
         self.figures: dict = {"aws_calls": 0, "vault_reads": 0, "distinct_paths": 0}
-        self.known = {
-            c.arn: c for c in Connection.objects.filter(target=target).exclude(state="DELETED")
-        }
+        # Deleted ones too: an ARN is never made twice, and one recorded as deleted that AWS
+        # lists again (a describe answered "not found" too early) is that same connection.
+        self.known = {c.arn: c for c in Connection.objects.filter(target=target)}
 
     def inventory(self) -> None:
         if not self.target.account_id:
@@ -96,6 +114,7 @@ class _Found:
         while True:
             items, token = eventbridge.list_connections(self.target, token)
             self.figures["aws_calls"] += 1
+            _renew_lease(self.target.pk, self.owner)
             self.listed.update((item["ConnectionArn"], item) for item in items)
             if not token:
                 break
@@ -127,39 +146,40 @@ class _Found:
                     self.drift.setdefault(connection.pk, []).append(entry)
 
     def record(self) -> None:
-        """Write what was learnt, with an audit event for each change it makes."""
-        counts = defaultdict(int)
-        events = []
-        in_flight = set(
-            R.objects.filter(target=self.target, status=R.SUBMITTING).values_list(
-                "connection_id", flat=True
-            )
-        )
+        """Write what was learnt onto the rows as they are now (locked), with an audit event
+        and notifications for each flag raised. A row a change or a refresh recorded newer
+        facts on while the sweep walked is left alone."""
         if getattr(self, "account", ""):
             Target.objects.filter(pk=self.target.pk).update(account_id=self.account)
-        for arn, row in self.known.items():
-            item = self.listed.get(arn)
-            if item is None:
-                events += self._gone(row, in_flight)
-                counts["deleted"] += 1
+        rows = {c.arn: c for c in Connection.objects.select_for_update().filter(target=self.target)}
+        events = []
+        for arn, row in rows.items():
+            if _recorded_since(row, self.started):
                 continue
-            events += self._seen(row, item, in_flight)
-        new = [item for arn, item in self.listed.items() if arn not in self.known]
+            item = self.listed.get(arn)
+            if item is None and row.state == Connection.DELETED:
+                continue
+            found = None if item is None else {**item, **self.described.get(arn, {})}
+            events += self._observed(row, found)
+        new = [item for arn, item in self.listed.items() if arn not in rows]
         Connection.objects.bulk_create(
-            Connection(
-                target=self.target,
-                name=item["Name"],
-                arn=item["ConnectionArn"],
-                authorization_type=item.get("AuthorizationType", ""),
-                state=item.get("ConnectionState", ""),
-                state_reason=item.get("StateReason", ""),
-                created_in_aws_at=item.get("CreationTime"),
-                modified_at=item.get("LastModifiedTime"),
-                authorized_at=item.get("LastAuthorizedTime"),
-                checked_at=timezone.now(),
-                managed=False,
-            )
-            for item in new
+            (
+                Connection(
+                    target=self.target,
+                    name=item["Name"],
+                    arn=item["ConnectionArn"],
+                    authorization_type=item.get("AuthorizationType", ""),
+                    state=item.get("ConnectionState", ""),
+                    state_reason=item.get("StateReason", ""),
+                    created_in_aws_at=item.get("CreationTime"),
+                    modified_at=item.get("LastModifiedTime"),
+                    authorized_at=item.get("LastAuthorizedTime"),
+                    checked_at=timezone.now(),
+                    managed=False,
+                )
+                for item in new
+            ),
+            ignore_conflicts=True,  # one a change of ours recorded meanwhile stays as it is
         )
         self.figures.update(
             listed=len(self.listed),
@@ -169,49 +189,37 @@ class _Found:
             deleted_outside=sum(1 for e in events if e["action"].endswith("deleted_outside")),
             drifted=len(self.drift),
         )
-        if events:
-            audit.append(events)
+        for entry, event in zip(events, audit.append(events) if events else [], strict=True):
+            for flag in entry["flags"]:
+                notify.connection_flagged(entry["connection"], flag, event)
 
-    def _seen(self, row: Connection, item: dict, in_flight: set) -> list[dict]:
-        before = (row.state, row.state_reason, row.modified_at)
-        moved = item.get("LastModifiedTime") != row.modified_at
-        apply_described(row, {**item, **self.described.get(row.arn, {})})
-        events = []
-        if row.state == "DEAUTHORIZED" and before[0] != "DEAUTHORIZED":
-            row.deauthorized_by_aws = row.pk not in in_flight
-        ours = row.pk in in_flight or not row.managed
-        if moved and not ours and before[2] is not None:
-            row.changed_outside = True
-            events.append(self._event(row, "changed_outside", before, warn=True))
-        drift = self.drift.get(row.pk, []) if row.managed else []
-        if drift != row.drift:
-            row.drift = drift
-            if drift:
-                events.append(self._event(row, "drift", before, drift=drift, warn=True))
-        if (row.state, row.state_reason) != before[:2] and row.managed:
-            events.append(self._event(row, "state", before))
-        row.save()
-        return events
-
-    def _gone(self, row: Connection, in_flight: set) -> list[dict]:
-        before = (row.state, row.state_reason, row.modified_at)
-        ours = row.pk in in_flight or row.state == "DELETING"
-        row.state = Connection.DELETED
-        row.state_reason = "The connection no longer exists in AWS."
-        row.checked_at = timezone.now()
-        row.deleted_outside = row.managed and not ours
+    def _observed(self, row: Connection, found: dict | None) -> list[dict]:
+        """One row against what the sweep saw: saved only when something changed, and the
+        events to record for it (state moves and raised flags, of managed connections)."""
+        before = {name: getattr(row, name) for name in _KEPT}
+        flags = observe(row, found)
+        drift = self.drift.get(row.pk, []) if row.managed and found is not None else []
+        new_drift = bool(drift) and drift != row.drift
+        row.drift = drift
+        if all(getattr(row, name) == value for name, value in before.items()):
+            return []
         row.save()
         if not row.managed:
             return []
-        what = "deleted_outside" if row.deleted_outside else "state"
-        return [self._event(row, what, before, warn=row.deleted_outside)]
+        old = (before["state"], before["state_reason"], before["modified_at"])
+        events = [self._event(row, flag, old, flags=[flag], warn=True) for flag in flags]
+        if new_drift:
+            events.append(self._event(row, "drift", old, flags=["drift"], warn=True))
+        if (row.state, row.state_reason) != old[:2] and not flags:
+            events.append(self._event(row, "state", old, flags=[]))
+        return events
 
-    def _event(self, row: Connection, what: str, before: tuple, *, drift=None, warn=False):
+    def _event(self, row: Connection, what: str, before: tuple, *, flags, warn=False):
         data = {"target": self.target.label, "previous_state": before[0], **connection_data(row)}
         if what == "changed_outside":
             data["previous_modified_time"] = before[2].isoformat() if before[2] else None
-        if drift:
-            data["drift"] = drift
+        if what == "drift":
+            data["drift"] = row.drift
         if row.deauthorized_by_aws:
             data["deauthorized_by_aws"] = True
         return dict(
@@ -219,7 +227,20 @@ class _Found:
             connection=row,
             outcome="warning" if warn else "success",
             data=data,
+            flags=flags,
         )
+
+
+# What a sweep may change on a row: anything else moved means the row is saved.
+_KEPT = (
+    "state", "state_reason", "secret_arn", "authorization_type", "modified_at", "authorized_at",
+    "drift", "changed_outside", "deleted_outside", "deauthorized_by_aws",
+)  # fmt: skip
+
+
+def _recorded_since(row: Connection, started) -> bool:
+    """Did a change or a refresh record newer facts on the row while the sweep walked?"""
+    return any(when is not None and when > started for when in (row.checked_at, row.pushed_at))
 
 
 def _drift(state, leaf: dict, ref: vault.Reference) -> dict | None:

@@ -7,10 +7,10 @@ from playwright.sync_api import expect
 
 pytestmark = [pytest.mark.usefixtures("servers"), pytest.mark.browser]
 
-REQUESTER_NAV = ["New connection", "My requests", "Connections"]
+REQUESTER_NAV = ["New connection", "My requests", "Connections", "Notifications"]
 # The queue counts what waits for this approver (nothing, here).
-APPROVER_NAV = ["Approval queue (0)", "Connections", "Audit log", "Secret uses"]
-AUDITOR_NAV = ["Connections", "Audit log", "Secret uses"]
+APPROVER_NAV = ["Approval queue (0)", "Connections", "Audit log", "Secret uses", "Notifications"]
+AUDITOR_NAV = ["Connections", "Audit log", "Secret uses", "Notifications"]
 ADMIN_NAV = ["Status", "Admin"]
 
 

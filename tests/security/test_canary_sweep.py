@@ -25,7 +25,7 @@ from django.core.management import call_command
 from django.urls import URLPattern, get_resolver, reverse
 from django.utils import timezone
 
-from connections_app import audit, eventbridge, roles, services, vault
+from connections_app import audit, eventbridge, notify, roles, services, vault
 from connections_app import document as doc
 from connections_app.models import AuditEvent, Connection, ConnectionRequest, Target
 from tests.faults import FaultProxy, aws_target, path_rule
@@ -513,7 +513,8 @@ def test_sweep_pages_admin_audit_exports_and_commands(sweep):
 
     for role in ("requester", "approver", "auditor", "admin", "anonymous"):
         client = sweep.c[role]
-        for name in ("home", "request_mine", "approval_queue", "connection_list", "status"):
+        for name in ("home", "request_mine", "approval_queue", "connection_list", "status",
+                     "notifications"):  # fmt: skip
             client.get(reverse(name), follow=True)
     sweep.c["anonymous"].get(reverse("healthz"))
     sweep.c["anonymous"].get(reverse("login"))
@@ -597,11 +598,16 @@ def test_sweep_connection_lifecycle(sweep, bao_cli):
     requester.post(reverse("connection_delete", args=[made.pk]), {"reason": ""})
     decide(R.objects.get(connection=made, kind=R.DELETE))
     made.refresh_from_db()
+    # Every notification the flow wrote goes out (to the test mail outbox, which is searched),
+    # and every role reads its notifications page.
+    sent = notify.send_due()
+    for role in ("requester", "approver", "auditor", "admin"):
+        sweep.c[role].get(reverse("notifications"))
     kinds = list(made.changes.order_by("id").values_list("kind", "status"))
     sweep.flow(
         f"connection pages ({len(urls)} URLs x 4 roles after each step); update, rotate "
         f"(new Vault version reached AWS's secret), deauthorize, re-authorize, delete -> "
-        f"{made.state}; changes {kinds}"
+        f"{made.state}; changes {kinds}; {sent['sent']} notifications sent (bodies searched)"
     )
     assert made.state == "DELETED"
     assert audit.verify_chain().ok

@@ -310,21 +310,9 @@ def test_token_revoked_between_two_secret_reads(pending, approver, openbao, bao_
 
 
 def test_token_revoked_mid_way_with_approle_logs_in_again(pending, approver, openbao, bao_cli,
-                                                          settings, security_report):  # fmt: skip
-    mount = f"approle-fault-{uuid.uuid4().hex[:6]}"
-    policy = f"fault-read-{mount}"
-    bao_cli("auth", "enable", f"-path={mount}", "approle")
-    bao_cli("policy", "write", policy, "-",
-            input_text='path "secret/data/canary/*" { capabilities = ["read"] }')  # fmt: skip
-    bao_cli("write", f"auth/{mount}/role/app", f"token_policies={policy}", "token_ttl=1h")
-    role_id = json.loads(bao_cli("read", "-format=json", f"auth/{mount}/role/app/role-id"))
-    secret_id = json.loads(
-        bao_cli("write", "-f", "-format=json", f"auth/{mount}/role/app/secret-id")
-    )
-    settings.VAULT_TOKEN = ""
-    settings.VAULT_APPROLE_MOUNT = mount
-    settings.VAULT_ROLE_ID = role_id["data"]["role_id"]
-    settings.VAULT_SECRET_ID = secret_id["data"]["secret_id"]
+                                                          settings, security_report,
+                                                          approle_login):  # fmt: skip
+    _, _, mount = approle_login()
     logins, reads = [], []
 
     def revoke_before_second_read(method, path):
@@ -344,7 +332,6 @@ def test_token_revoked_mid_way_with_approle_logs_in_again(pending, approver, ope
             seen = approve(pending, approver)
     finally:
         vault.reset_client()
-        bao_cli("auth", "disable", mount)
     assert seen.status == R.CREATED, (seen.code, seen.message)
     assert len(logins) >= 2
     assert connections_named(pending.name) == 1

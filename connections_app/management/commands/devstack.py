@@ -40,6 +40,9 @@ class Command(BaseCommand):
             signal.signal(sig, signal.default_int_handler)
         started: list[devstack.Server] = []
         env = dict(os.environ)
+        # Notifications are printed by the worker (console mail), with links to this app.
+        env.setdefault("EMAIL_URL", "consolemail://")
+        env.setdefault("SITE_URL", f"http://127.0.0.1:{port}")
         try:
             if not os.environ.get("VAULT_ADDR"):
                 bao = devstack.start_openbao(port=8200)
@@ -143,6 +146,7 @@ class Command(BaseCommand):
         users = get_user_model()
         for username, groups, superuser in DEMO_USERS:
             user, _ = users.objects.get_or_create(username=username)
+            user.email = f"{username}@example.com"  # the console mail shows their notifications
             user.is_staff = user.is_superuser = superuser
             user.set_password(password)
             user.save()
