@@ -112,18 +112,22 @@ class Refused(Exception):  # noqa: N818 (a refusal, not an error of the app)
     user: object = None
     recorded: bool = False  # already written to the audit log, in the transaction it explains
 
+    def record(self) -> None:
+        """Write the refusal's audit event (inside the caller's transaction)."""
+        audit.record(
+            action=REFUSED,
+            actor=self.user,
+            outcome="failure",
+            data={"reason": self.reason, **self.data},
+        )
+        self.recorded = True
+
 
 def refuse(request, refusal: Refused) -> None:
     """Record a refusal (unless the transaction that caused it did) for the callback to show."""
     if not refusal.recorded:
         with transaction.atomic():
-            audit.record(
-                action=REFUSED,
-                actor=refusal.user,
-                outcome="failure",
-                data={"reason": refusal.reason, **refusal.data},
-            )
-        refusal.recorded = True
+            refusal.record()
     log.warning("Single sign-on refused: %s %s", refusal.reason, refusal.data.get("detail", ""))
     request.oidc_refusal = refusal
 
@@ -323,13 +327,7 @@ class Backend(oidc_auth.OIDCAuthenticationBackend):
                         data={**who, "roles": roles, "new_user": new_user},
                     )
             if refusal is not None:
-                audit.record(
-                    action=REFUSED,
-                    actor=refusal.user,
-                    outcome="failure",
-                    data={"reason": refusal.reason, **refusal.data},
-                )
-                refusal.recorded = True
+                refusal.record()
         if refusal is not None:
             raise refusal
         return user

@@ -37,18 +37,17 @@ ROLE_GROUPS = {  # the provider's group for each app role
 }
 
 
-class Provider:
-    """oidc-provider-mock on 127.0.0.1 and a free port, in a thread, stopped on exit."""
+class _Served:
+    """An HTTP server on 127.0.0.1 and a free port, served by a thread while in a `with`."""
 
-    def __init__(self, **options):
-        app = oidc_provider_mock.app(require_nonce=True, **options)
-        self._server = werkzeug.serving.make_server("127.0.0.1", 0, app, threaded=True)
-        self.url = f"http://127.0.0.1:{self._server.server_port}"
+    def _serve(self, server) -> None:
+        self._server = server
+        self.url = f"http://127.0.0.1:{server.server_port}"
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
 
-    def __enter__(self) -> Provider:
+    def __enter__(self):
         self._thread.start()
         return self
 
@@ -56,6 +55,14 @@ class Provider:
         self._server.shutdown()
         self._thread.join(timeout=5)
         self._server.server_close()
+
+
+class Provider(_Served):
+    """oidc-provider-mock, served while in a `with`."""
+
+    def __init__(self, **options):
+        app = oidc_provider_mock.app(require_nonce=True, **options)
+        self._serve(werkzeug.serving.make_server("127.0.0.1", 0, app, threaded=True))
 
     def endpoints(self) -> dict:
         return {
@@ -125,7 +132,7 @@ def new_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-class TokenServer:
+class TokenServer(_Served):
     """A provider's token, userinfo and JWKS endpoints on 127.0.0.1 and a free port, answering
     with the ID token the test prepared (`id_token`) and publishing `key` as the trusted one."""
 
@@ -168,9 +175,7 @@ class TokenServer:
                 server.token_forms.append(parse_qs(self.rfile.read(length).decode()))
                 self._answer(server.token_response())
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._serve(ThreadingHTTPServer(("127.0.0.1", 0), Handler))
 
     def token_response(self):
         return {
@@ -179,15 +184,6 @@ class TokenServer:
             "expires_in": 300,
             "id_token": self.id_token,
         }
-
-    def __enter__(self) -> TokenServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._thread.join(timeout=5)
-        self._server.server_close()
 
     def endpoints(self, *, authorization: str = "https://idp.test/authorize") -> dict:
         return {
