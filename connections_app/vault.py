@@ -489,22 +489,25 @@ _checkers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="vault-check")
 
 @sensitive_variables()
 def read_all(refs: list[Reference]) -> dict[Reference, Resolution]:
-    """Read many references: each secret version once, different secrets in parallel."""
+    """Read many references at approval: each secret version once, one after the other in
+    the approving request's own thread (no pool: an approval waits on nobody else's reads)."""
     return {
-        ref: _pick(ref, secret) for group, secret in _each_secret(refs, _fetch) for ref in group
+        ref: _pick(ref, secret)
+        for group, secret in _each_secret(refs, _fetch, None)
+        for ref in group
     }
 
 
 @sensitive_variables()
 def _each_secret(
-    refs: list[Reference], fetch, pool: ThreadPoolExecutor = _readers
+    refs: list[Reference], fetch, pool: ThreadPoolExecutor | None
 ) -> list[tuple[list[Reference], object]]:
     """fetch(path, version) once for each secret version the references name (different ones
-    in parallel), with the references that name it."""
+    in parallel on `pool`, if one is given), with the references that name it."""
     groups: dict[tuple[str, int | None], list[Reference]] = {}
     for ref in dict.fromkeys(refs):
         groups.setdefault((ref.path, ref.version), []).append(ref)
-    if len(groups) > 1:
+    if pool is not None and len(groups) > 1:
         results = list(pool.map(lambda key: fetch(*key), groups))
     else:
         results = [fetch(*key) for key in groups]

@@ -95,3 +95,26 @@ def test_refused_approval_reads_no_secret(
     assert calls.aws.targets("CreateConnection") == 0
     expected = R.EXPIRED if why == "expired" else R.PENDING  # an expiry is recorded all the same
     assert R.objects.get(pk=request.pk).status == expected
+
+
+@pytest.mark.django_db
+def test_approval_reads_vault_in_its_own_thread(
+    requester, approver, make_document, calls, monkeypatch
+):
+    """No thread pool on the approve path: each secret is read by the approving thread."""
+    from connections_app import vault
+
+    request = services.request_create(requester=requester, document=make_document("API_KEY"))
+    readers = []
+    fetch = vault._fetch
+
+    def watched(*args):
+        readers.append(threading.current_thread())
+        return fetch(*args)
+
+    monkeypatch.setattr(vault, "_fetch", watched)
+    done = services.request_approve(
+        request=request, approver=approver, seen_hash=request.document_hash
+    )
+    assert done.status == R.CREATED
+    assert len(readers) == 2 and set(readers) == {threading.current_thread()}
