@@ -17,7 +17,9 @@ CSRF_COOKIE_SECURE = False
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     # A file, not shared-cache memory: threads racing in a test then wait for SQLite's write
     # lock (its busy timeout) instead of failing at once with "database table is locked".
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".test-db.sqlite3")}  # noqa: F405
+    # TEST_DB_FILE lets two runs in one checkout keep apart.
+    name = os.environ.get("TEST_DB_FILE", ".test-db.sqlite3")
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / name)}  # noqa: F405
 
 # Tasks run at once, in the process that enqueues them; the worker tests start a real
 # `qcluster` process with the settings of the main configuration instead.

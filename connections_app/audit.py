@@ -66,7 +66,7 @@ def append(entries: list[dict]) -> list[AuditEvent]:
     """Append events in order (each a dict of `record`'s arguments) under one lock of the head.
 
     An event about a request names the request's connection, if it has one; its ARN and
-    state are the connection's as recorded in the same transaction."""
+    state are the connection's as recorded in the same transaction; its data, their target."""
     if not connection.in_atomic_block:
         raise RuntimeError("audit.record must run inside the transaction it records")
     seq, prev = lock_head()
@@ -88,7 +88,7 @@ def append(entries: list[dict]) -> list[AuditEvent]:
             "outcome": entry.get("outcome") or "success",
             "arn": entry.get("arn") or (conn.arn if conn is not None else ""),
             "connection_state": entry.get("state") or (conn.state if conn is not None else ""),
-            "data": entry.get("data") or {},
+            "data": _with_target(entry.get("data") or {}, request or conn),
         }
         uses += [{"event_id": seq, **use} for use in secret_uses(fields["data"])]
         prev = seal(fields, prev)
@@ -99,6 +99,15 @@ def append(entries: list[dict]) -> list[AuditEvent]:
     # Signing calls Vault: never inside the transaction, and only when a checkpoint is due.
     transaction.on_commit(partial(_after_commit, seq))
     return events
+
+
+def _with_target(data: dict, about) -> dict:
+    """An event about a request or connection names its target (account and Region): names
+    are unique per target only, and a filing has no ARN yet to tell them apart."""
+    target = getattr(about, "target", None)
+    if target is None or "target" in data:
+        return data
+    return {**data, "target": target.label}
 
 
 def _after_commit(seq: int) -> None:

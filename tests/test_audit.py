@@ -1,6 +1,7 @@
 """The audit log: append-only, hash-chained, verified by verify_audit_chain."""
 
 import io
+import json
 
 import pytest
 from django.core.management import call_command
@@ -190,3 +191,19 @@ def test_missing_head_is_caught(chain):
     rawsql.execute(f"DELETE FROM {AuditChainHead._meta.db_table}")  # noqa: S608
     with pytest.raises(CommandError, match="broken at event 6: the chain's head record is missing"):
         call_command("verify_audit_chain")
+
+
+def test_events_name_their_target(requester, make_document):
+    """Names are unique per target only: two filings of one name tell their targets apart."""
+    from connections_app.models import Target
+
+    other = Target.objects.create(name="partner-x", account_id="111122223333", region="eu-west-1")
+    document = make_document(name="same-name")
+    services.request_create(requester=requester, document=document)
+    services.request_create(requester=requester, document=document, target=other)
+    filed = AuditEvent.objects.filter(
+        action="connection.request.create", connection_name="same-name"
+    )
+    targets = sorted(json.loads(event.data)["target"] for event in filed)
+    assert targets == [Target.default().label, "partner-x (111122223333, eu-west-1)"]
+    assert audit.verify_chain().ok
