@@ -33,7 +33,11 @@ def visible_request(user, pk: int) -> ConnectionRequest | None:
 
 
 def requests_of(user) -> QuerySet[ConnectionRequest]:
-    return R.objects.filter(requester=user).select_related("connection").order_by("-created_at")
+    return (
+        R.objects.filter(requester=user)
+        .select_related("connection", "target")
+        .order_by("-created_at")
+    )
 
 
 @dataclass
@@ -81,15 +85,19 @@ def approval_queue(
     )
 
 
-def unfinished_submissions(user) -> QuerySet[ConnectionRequest]:
+def unfinished_submissions(user, target: int | None = None) -> QuerySet[ConnectionRequest]:
     """Failed submissions, and ones still running (or left running by a lost response), of
-    the targets the user may approve."""
+    the targets the user may approve (of one of them, with `target`)."""
     rows = R.objects.filter(status__in=(R.FAILED, R.SUBMITTING))
+    if target is not None:
+        rows = rows.filter(target_id=target)
     if not user.is_superuser:
         rows = rows.filter(
             Q(target__approver_groups__isnull=True) | Q(target__approver_groups__in=group_ids(user))
         ).distinct()
-    return rows.only("kind", "name", "status", "error_message")
+    return rows.select_related("target").only(
+        "kind", "name", "status", "error_message", "target__name"
+    )
 
 
 # ---------------------------------------------------------------------------

@@ -502,8 +502,8 @@ def approval_queue(request):
             "queue": selectors.approval_queue(
                 user=request.user, after=_number(request, "after"), target=target
             ),
-            "target": target,
-            "failed": selectors.unfinished_submissions(request.user),
+            "target": target and Target.objects.filter(pk=target).first(),
+            "failed": selectors.unfinished_submissions(request.user, target),
             "me": request.user.pk,
         },
     )

@@ -193,6 +193,36 @@ def test_queue_pages_oldest_first(requester, approver_client, make_document):
     assert approver_client.get(f"{url}?after=abc").status_code == 200
 
 
+def test_queue_for_one_target_keeps_to_it(requester, approver_client, make_document):
+    """The home page's per-target links open the queue for that target: its waiting and its
+    failed changes only, and its pages stay on it."""
+    from django.utils import timezone
+
+    from connections_app.selectors import QUEUE_PAGE_SIZE as size
+
+    other = Target.objects.create(name="partner-q", account_id="111122223333", region="eu-west-1")
+    document, soon = make_document(), timezone.now() + timedelta(days=1)
+    rows = [
+        R(name=f"{where.name}-{i:03d}", authorization_type="API_KEY", requester=requester,
+          target=where, document=document, document_hash=f"{n:064x}", expires_at=soon,
+          status=R.FAILED if i == 0 else R.PENDING, error_message="AWS refused")
+        for n, (where, i) in enumerate(
+            [(t, i) for t in (Target.default(), other) for i in range(size + 2)]
+        )
+    ]  # fmt: skip
+    R.objects.bulk_create(rows)
+    page = approver_client.get(f"{reverse('approval_queue')}?target={other.pk}").content.decode()
+    assert "partner-q (111122223333, eu-west-1) only" in page
+    assert "partner-q-000" in page and "partner-q-001" in page  # failed, and oldest waiting
+    assert "default-0" not in page  # neither the other target's failed nor its waiting
+    assert f"&amp;target={other.pk}" in page  # Newer stays on the target
+    every = approver_client.get(reverse("approval_queue")).content.decode()
+    assert "default-000" in every and "partner-q-000" in every
+    home = approver_client.get(reverse("home")).content.decode()
+    assert f'href="{reverse("approval_queue")}?target={other.pk}#failed"' in home
+    assert f'href="{reverse("approval_queue")}#failed"' in home  # the failed changes in all
+
+
 @pytest.mark.parametrize(
     "ago, shown",
     [
