@@ -17,7 +17,7 @@ from connections_app import devstack
 from tests.security.canary import make_canary
 
 SECTIONS = (
-    "flows swept", "canary hits", "faults", "hostile inputs", "abuse", "audit tampering",
+    "flows swept", "canary hits", "faults", "hostile inputs", "abuse", "access", "audit tampering",
     "configuration",
 )  # fmt: skip
 REPORT_FILE = "security-report.txt"

@@ -275,3 +275,86 @@ def test_credentials_in_urls_are_hidden_from_error_reports(rf, settings, monkeyp
     for name in ("EMAIL_URL", "REDIS_URL", "QUEUE", "PARTNER_ENDPOINT"):
         assert name in report  # listed, value starred
     assert "smtp.example.com" not in report  # the whole value, not just the password
+
+
+# ---------------------------------------------------------------------------
+# Scopes: another team's secret, a host that should never see one
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("servers")
+def test_another_teams_secret_and_a_foreign_host(
+    user_factory, approver, make_document, calls, security_report
+):
+    from django.contrib.auth.models import Group
+
+    from connections_app import roles, services
+    from connections_app.models import ConnectionRequest, Scope
+    from tests.test_request_form import form_data
+
+    team = Group.objects.create(name="team-a")
+    team.permissions.set(Group.objects.get(name=roles.REQUESTERS).permissions.all())
+    Scope.objects.create(
+        group=team, path_prefixes="secret/canary/apikey\nsecret/canary/oauth/",
+        allowed_hosts="auth.partner.example",
+    )  # fmt: skip
+    alice = user_factory("alice", groups=["team-a"])
+    client = Client()
+    client.force_login(alice)
+    calls.reset()
+
+    # Another team's path (secret/canary/basic), in the form and through Check.
+    saved = client.post(reverse("request_new"), form_data("BASIC", "other-team"))
+    beside = [e.code for e in saved.context["form"].errors.as_data().get("basic_password", [])]
+    checked = client.post(reverse("reference_check"), {"reference": "secret/canary/basic#password"})
+    reads_before_approval = len(calls.vault.seen)
+
+    # Filed in scope, then the scope narrowed before the approval.
+    request = services.request_create(requester=alice, document=make_document("API_KEY"))
+    Scope.objects.filter(group=team).update(path_prefixes="secret/canary/oauth/")
+    calls.reset()
+    try:
+        services.request_approve(
+            request=request, approver=approver, seen_hash=request.document_hash
+        )
+        approval = "approved"
+    except services.ActionRefused as exc:
+        approval = f"refused ({exc.code})"
+    approval_reads, creates = calls.secret_reads(), calls.aws.targets("CreateConnection")
+
+    # The client secret sent to a host outside the allowed list.
+    Scope.objects.filter(group=team).update(path_prefixes="secret/canary/")
+    oauth = make_document("OAUTH_CLIENT_CREDENTIALS", name="foreign-host")
+    oauth["AuthParameters"]["OAuthParameters"]["AuthorizationEndpoint"] = "https://evil.example/t"
+    try:
+        services.request_create(requester=alice, document=oauth)
+        foreign = "filed"
+    except services.DocumentInvalid as exc:
+        foreign = f"refused ({', '.join(sorted({i.code for i in exc.issues}))})"
+
+    security_report.add(
+        "access",
+        "a requester names another team's Vault path; a client secret sent to evil.example",
+        f"save: {saved.status_code} with {beside} beside the field; Check: "
+        f"{checked.json().get('code')}; Vault calls for both: {reads_before_approval}; approval "
+        f"after the scope narrowed: {approval}, {approval_reads} secret reads, {creates} "
+        f"create_connection calls; OAuth endpoint on evil.example: {foreign}",
+    )
+    assert saved.status_code == 400 and beside == ["out_of_scope"]
+    assert checked.json()["code"] == "out_of_scope" and reads_before_approval == 0
+    assert approval == "refused (out_of_scope)" and approval_reads == 0 and creates == 0
+    assert ConnectionRequest.objects.get(pk=request.pk).status == ConnectionRequest.PENDING
+    assert foreign == "refused (host_not_allowed)"
+
+
+@pytest.mark.django_db
+def test_no_password_reset_pages(security_report):
+    urls = ("/accounts/password_reset/", "/accounts/password_reset/done/",
+            "/accounts/reset/MQ/set-password/", "/accounts/reset/done/")  # fmt: skip
+    answers = {url: Client().get(url).status_code for url in urls}
+    security_report.add(
+        "access",
+        "password reset pages (no reset mail is configured)",
+        ", ".join(f"{url}: {status}" for url, status in answers.items()),
+    )
+    assert set(answers.values()) == {404}
