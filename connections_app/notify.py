@@ -167,17 +167,30 @@ def change_result(request: R, event=None) -> None:
 
 
 FLAG_TEXT = {
-    "drift": "Vault holds a newer version of a secret than the one pushed, or the pushed one "
-    "was deleted or destroyed",
+    "drift": "Vault drift: a secret it was given is no longer Vault's current one, or is gone",
     "deauthorized_by_aws": "AWS deauthorized it",
     "changed_outside": "it was changed in AWS outside this dashboard",
     "deleted_outside": "it was deleted in AWS outside this dashboard",
 }
+# Every kind of message written (the canary sweep produces each one).
+KINDS = (
+    "change.waiting",
+    *(f"change.{status}" for status in (*R.SUCCEEDED, R.FAILED, R.REJECTED, R.EXPIRED)),
+    *REMINDERS,
+    *(f"connection.{flag}" for flag in FLAG_TEXT),
+)
 
 
-def connection_flagged(connection: Connection, flag: str, event=None, detail: str = "") -> None:
-    """To the connection's owners and its target's approvers."""
+def connection_flagged(connection: Connection, flag: str, event=None, *, was: str = "") -> None:
+    """To the connection's owners and its target's approvers: the flag, the ConnectionState
+    seen (and the one before, `was`), and for drift each drifted reference's versions."""
     people = {p.pk: p for p in _owners(connection) + _approvers(connection.target)}
+    state = f"ConnectionState: {connection.state or 'unknown'}"
+    if was and was != connection.state:
+        state += f" (was {was})"
+    if connection.state_reason and flag != "drift":
+        state += f". StateReason: {connection.state_reason.rstrip('.')}"
+    detail = "\n".join(_drift_line(entry) for entry in connection.drift) if flag == "drift" else ""
     _write(
         list(people.values()),
         kind=f"connection.{flag}",
@@ -185,12 +198,29 @@ def connection_flagged(connection: Connection, flag: str, event=None, detail: st
         subject=f"Connection {connection.name}: {FLAG_TEXT[flag].split(',')[0]}",
         body=(
             f"Connection {connection.name} (target {connection.target.name}): "
-            f"{FLAG_TEXT[flag]}. ConnectionState: {connection.state}. {detail}"
+            f"{FLAG_TEXT[flag]}. {state}.\n{detail}"
         ).strip(),
         link=_link("connection_detail", connection.pk),
         event=event,
         chat=_approver_channels(connection.target),
     )
+
+
+def _drift_line(entry: dict) -> str:
+    """One drifted reference: where it is used, its Vault path, the versions. Only these
+    fields are read, so a fingerprint or a Vault answer kept beside them never shows."""
+    where = f"- {entry.get('vault', '?')} ({entry.get('path', '?')}): "
+    why, pushed, current = entry.get("why"), entry.get("pushed"), entry.get("current")
+    now = f"current version {current}" if current else "no current version"
+    if why == "newer version":
+        return f"{where}pushed version {pushed}, {now}"
+    if why == "pushed version deleted or destroyed":
+        return f"{where}pushed version {pushed} was deleted or destroyed, {now}"
+    if why == "value changed":
+        return f"{where}the value changed (KV v1 keeps no versions)"
+    if why == "key gone":
+        return f"{where}the key is no longer in Vault"
+    return f"{where}could not be read from Vault"  # the error is on the connection's page
 
 
 # ---------------------------------------------------------------------------

@@ -97,6 +97,18 @@ def _sweep(target) -> Sweep:
     return swept
 
 
+def _force_state(moto, target: Target, name: str, state: str, **body) -> None:
+    """AWS itself moves a connection of the target's account (the moto extension)."""
+    account = target.role_arn.split(":")[4]
+    body = {"account_id": account, "region": target.region, "name": name, "state": state, **body}
+    requests.post(f"{moto.url}/moto-ext/connection/state", json=body, timeout=10).raise_for_status()
+
+
+def _notes(kind: str, connection: Connection) -> list[Notification]:
+    link = reverse("connection_detail", args=[connection.pk])
+    return [n for n in Notification.objects.filter(kind=kind) if n.link.endswith(link)]
+
+
 # ---------------------------------------------------------------------------
 # Targets
 
@@ -245,6 +257,33 @@ def test_a_vault_write_flags_drift_at_the_next_sweep(
     assert _sweep(partner).figures["drifted"] == 0
 
 
+def test_drift_is_told_to_the_owners_and_approvers_with_its_versions(
+    target_factory, requester, approver, approver2, make_document, bao_cli
+):
+    partner = target_factory()
+    path = f"secret/fleet/{uuid.uuid4().hex[:8]}"
+    first, second = (f"drift-{secrets.token_hex(8)}" for _ in range(2))
+    made = _made_on(partner, path, first, bao_cli, requester, approver, make_document)
+    _sweep(partner)
+    assert not _notes("connection.drift", made)
+
+    bao_cli("kv", "put", path, f"api_key={second}")
+    _sweep(partner)
+    notes = _notes("connection.drift", made)
+    assert {n.recipient for n in notes} == {requester, approver, approver2}
+    event = AuditEvent.objects.get(arn=made.arn, action="connection.sweep.drift")
+    assert {n.event_id for n in notes} == {event.pk}
+    body = notes[0].body
+    assert f"- {path}#api_key (AuthParameters" in body
+    assert "pushed version 1, current version 2" in body and "ConnectionState: AUTHORIZED" in body
+    assert "Vault drift" in notes[0].subject
+    for note in notes:
+        text = f"{note.subject} {note.body}"
+        assert first not in text and second not in text and "hmac-sha256" not in text
+    _sweep(partner)  # nothing new: told once
+    assert len(_notes("connection.drift", made)) == 3
+
+
 def test_a_deleted_or_destroyed_version_is_drift(
     target_factory, requester, approver, make_document, bao_cli
 ):
@@ -255,6 +294,9 @@ def test_a_deleted_or_destroyed_version_is_drift(
     _sweep(partner)
     made.refresh_from_db()
     assert made.drift and made.drift[0]["why"] == "pushed version deleted or destroyed"
+    note = _notes("connection.drift", made)[0]
+    assert f"{path}#api_key" in note.body
+    assert "pushed version 1 was deleted or destroyed, current version 1" in note.body
 
 
 def test_kv_v1_drift_is_seen_by_fingerprint(
@@ -432,6 +474,56 @@ def test_a_sweep_seeing_our_deauthorize_settle_does_not_blame_aws(
     assert not Notification.objects.filter(kind="connection.deauthorized_by_aws").exists()
 
 
+def test_a_connection_deauthorized_by_aws_is_told_to_its_owners_and_approvers(
+    target_factory, requester, approver, approver2, make_document, moto
+):
+    partner = target_factory()
+    made = _made(partner, requester, approver, make_document)
+    _force_state(
+        moto, partner, made.name, "DEAUTHORIZED",
+        state_reason="Authorization failed: the partner answered 401",
+    )  # fmt: skip
+    _sweep(partner)
+    made.refresh_from_db()
+    assert made.deauthorized_by_aws
+    notes = _notes("connection.deauthorized_by_aws", made)
+    assert {n.recipient for n in notes} == {requester, approver, approver2}
+    event = AuditEvent.objects.get(arn=made.arn, action="connection.sweep.deauthorized_by_aws")
+    assert {n.event_id for n in notes} == {event.pk}
+    assert "AWS deauthorized it" in notes[0].subject
+    assert "ConnectionState: DEAUTHORIZED (was AUTHORIZED)" in notes[0].body
+    assert "StateReason: Authorization failed: the partner answered 401" in notes[0].body
+
+
+def test_a_sweep_records_state_changes_of_unmanaged_connections(target_factory, moto):
+    partner = target_factory()
+    aws = _aws(partner)
+    for name in ("hand-a", "hand-b"):
+        aws.create_connection(
+            Name=name,
+            AuthorizationType="API_KEY",
+            AuthParameters={"ApiKeyAuthParameters": {"ApiKeyName": "k", "ApiKeyValue": "v"}},
+        )
+    _sweep(partner)
+    _sweep(partner)  # nothing moved: nothing recorded
+    assert not AuditEvent.objects.filter(action="connection.sweep.state").exists()
+
+    _force_state(moto, partner, "hand-a", "DEAUTHORIZED", state_reason="partner said 401")
+    aws.delete_connection(Name="hand-b")
+    aws.list_connections()  # settles DELETING: gone
+    _sweep(partner)
+    moved = {
+        e.connection_name: e for e in AuditEvent.objects.filter(action="connection.sweep.state")
+    }
+    assert set(moved) == {"hand-a", "hand-b"}
+    assert moved["hand-a"].connection_state == "DEAUTHORIZED"
+    assert '"previous_state":"AUTHORIZED"' in moved["hand-a"].data
+    assert "partner said 401" in moved["hand-a"].data
+    assert moved["hand-b"].connection_state == "DELETED"
+    assert not Notification.objects.filter(kind__startswith="connection.").exists()
+    assert audit.verify_chain().ok
+
+
 def test_a_refresh_notices_changes_outside_too(
     target_factory, requester, approver, make_document, settings
 ):
@@ -448,6 +540,10 @@ def test_a_refresh_notices_changes_outside_too(
     assert edited.changed_outside and gone.deleted_outside and gone.state == "DELETED"
     kinds = set(Notification.objects.values_list("kind", flat=True))
     assert {"connection.changed_outside", "connection.deleted_outside"} <= kinds
+    [told] = {n.body for n in _notes("connection.deleted_outside", gone)}
+    assert "ConnectionState: DELETED (was AUTHORIZED)" in told
+    [told] = {n.body for n in _notes("connection.changed_outside", edited)}
+    assert f"Connection {edited.name} (target {partner.name})" in told
     # The next sweep has nothing new to say about them.
     swept = _sweep(partner)
     assert (swept.figures["changed_outside"], swept.figures["deleted_outside"]) == (0, 0)

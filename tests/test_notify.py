@@ -214,3 +214,38 @@ def test_chat_goes_to_the_targets_approver_groups_never_the_requesters(
     services.request_reject(request=request, approver=approver, reason="no")
     rejected = N.objects.filter(kind="change.rejected")
     assert set(rejected.values_list("channel", flat=True)) == {N.EMAIL}  # the requester only
+
+
+def test_flag_messages_name_the_state_and_each_drifted_versions_never_a_fingerprint(
+    requester, approver, make_document, canaries
+):
+    request = services.request_create(requester=requester, document=make_document("API_KEY"))
+    connection = services.request_approve(
+        request=request, approver=approver, seen_hash=request.document_hash
+    ).connection
+    where = "AuthParameters.ApiKeyAuthParameters.ApiKeyValue"
+    connection.drift = [
+        {"path": where, "vault": "secret/a#k", "why": "newer version", "pushed": 1, "current": 3,
+         "fingerprint": "hmac-sha256:" + "0" * 64},
+        {"path": where, "vault": "secret/b#k", "why": "pushed version deleted or destroyed",
+         "pushed": 2, "current": None},
+        {"path": where, "vault": "kv1/c#k", "why": "value changed"},
+        {"path": where, "vault": "secret/d#k", "why": "unreadable",
+         "message": f"permission denied near {canaries['api_key']}"},
+    ]  # fmt: skip
+    notify.connection_flagged(connection, "drift")
+    [drift] = _to(requester, kind="connection.drift")
+    assert f"- secret/a#k ({where}): pushed version 1, current version 3" in drift.body
+    assert "- secret/b#k" in drift.body and "version 2 was deleted or destroyed, no current" in (
+        drift.body
+    )
+    assert "kv1/c#k" in drift.body and "secret/d#k" in drift.body
+    assert "hmac-sha256" not in drift.body and canaries["api_key"] not in drift.body
+    assert _to(approver, kind="connection.drift")  # the target's approvers too
+
+    connection.state, connection.state_reason = "DEAUTHORIZED", "Authorization failed."
+    notify.connection_flagged(connection, "deauthorized_by_aws", was="AUTHORIZED")
+    [told] = _to(requester, kind="connection.deauthorized_by_aws")
+    assert "ConnectionState: DEAUTHORIZED (was AUTHORIZED). StateReason: Authorization failed." in (
+        told.body
+    )

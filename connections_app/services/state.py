@@ -109,7 +109,7 @@ def connection_refresh(*, connection: Connection, actor=None) -> Connection:
                 action="connection.state.refresh", actor=actor, connection=connection, data=data
             )
             for flag in raised:
-                notify.connection_flagged(connection, flag, event)
+                notify.connection_flagged(connection, flag, event, was=before[0])
     return connection
 
 

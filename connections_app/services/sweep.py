@@ -191,11 +191,14 @@ class _Found:
         )
         for entry, event in zip(events, audit.append(events) if events else [], strict=True):
             for flag in entry["flags"]:
-                notify.connection_flagged(entry["connection"], flag, event)
+                notify.connection_flagged(
+                    entry["connection"], flag, event, was=entry["data"]["previous_state"]
+                )
 
     def _observed(self, row: Connection, found: dict | None) -> list[dict]:
         """One row against what the sweep saw: saved only when something changed, and the
-        events to record for it (state moves and raised flags, of managed connections)."""
+        events to record for it: state moves of every connection, and the flags raised on
+        managed ones (nobody here answers for an unmanaged one: no flag, no notification)."""
         before = {name: getattr(row, name) for name in _KEPT}
         flags = observe(row, found)
         drift = self.drift.get(row.pk, []) if row.managed and found is not None else []
@@ -204,9 +207,10 @@ class _Found:
         if all(getattr(row, name) == value for name, value in before.items()):
             return []
         row.save()
-        if not row.managed:
-            return []
         old = (before["state"], before["state_reason"], before["modified_at"])
+        if not row.managed:
+            moved = (row.state, row.state_reason) != old[:2]
+            return [self._event(row, "state", old, flags=[])] if moved else []
         events = [self._event(row, flag, old, flags=[flag], warn=True) for flag in flags]
         if new_drift:
             events.append(self._event(row, "drift", old, flags=["drift"], warn=True))

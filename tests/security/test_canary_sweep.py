@@ -14,20 +14,31 @@ import io
 import json
 import logging
 import re
+import secrets
+import threading
 import uuid
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlencode
 
 import boto3
 import pytest
+import requests
 from botocore.stub import Stubber
 from django.core import mail
 from django.core.management import call_command
 from django.urls import URLPattern, get_resolver, reverse
 from django.utils import timezone
 
-from connections_app import audit, eventbridge, notify, roles, services, vault
+from connections_app import audit, eventbridge, notify, roles, services, tasks, vault
 from connections_app import document as doc
-from connections_app.models import AuditEvent, Connection, ConnectionRequest, Target
+from connections_app.models import (
+    AuditEvent,
+    Connection,
+    ConnectionRequest,
+    Notification,
+    Target,
+)
 from tests.faults import FaultProxy, aws_target, path_rule
 from tests.security.canary import Capture, Corpus, make_canary, needles, search
 from tests.security.forms import MAIN_REF, form, refs_of
@@ -473,19 +484,25 @@ def _audit_urls(events: list[int], references: list[str], fingerprints: list[str
     return out
 
 
+def _audit_arguments() -> tuple[list[int], list[str], list[str]]:
+    """Every audit event's id, every reference filed, every fingerprint recorded."""
+    events = list(AuditEvent.objects.order_by("id").values_list("id", flat=True))
+    references = sorted({str(vault.Reference.from_leaf(leaf)) for r in R.objects.all()
+                         for _, leaf in doc.secret_leaves(r.document)})  # fmt: skip
+    data = " ".join(AuditEvent.objects.values_list("data", flat=True))
+    fingerprints = sorted(set(re.findall(r"hmac-sha256:[0-9a-f]{64}", data)))
+    return events, references, fingerprints
+
+
 def test_sweep_pages_admin_audit_exports_and_commands(sweep):
     from django.contrib import admin
 
     for kind in KINDS:
         sweep.approve(sweep.file(kind, _name("pages")))
     sweep.file("BASIC", _name("pending"))
-    events = list(AuditEvent.objects.order_by("id").values_list("id", flat=True))
 
     auditor, admin_client = sweep.c["auditor"], sweep.c["admin"]
-    references = sorted({str(vault.Reference.from_leaf(leaf)) for r in R.objects.all()
-                         for _, leaf in doc.secret_leaves(r.document)})  # fmt: skip
-    data = " ".join(AuditEvent.objects.values_list("data", flat=True))
-    fingerprints = sorted(set(re.findall(r"hmac-sha256:[0-9a-f]{64}", data)))
+    events, references, fingerprints = _audit_arguments()
     urls = _audit_urls(events, references, fingerprints)
     statuses = [auditor.get(url).status_code for _, url in urls]
     auditor.get(reverse("audit_list") + f"?before={events[-1]}")
@@ -554,6 +571,7 @@ def test_sweep_connection_lifecycle(sweep, bao_cli):
     made = sweep.approve(sweep.file("API_KEY", _name("life"), main_ref=key)).connection
     requester, approver = sweep.c["requester"], sweep.c["approver"]
     urls = _connection_urls(made)
+    seen = {"events": set(), "urls": 0}
 
     def visit():
         for role in ("requester", "approver", "auditor", "admin"):
@@ -561,12 +579,26 @@ def test_sweep_connection_lifecycle(sweep, bao_cli):
                 sweep.c[role].get(url)
             sweep.c[role].get(reverse("connection_list"), {"state": "live"})
 
+    def audit_pages():
+        """The log, its exports and the secret-use pages again, and each new event's page."""
+        events, references, fingerprints = _audit_arguments()
+        new = [pk for pk in events if pk not in seen["events"]]
+        seen["events"].update(new)
+        audit_urls = _audit_urls(new, references, fingerprints)
+        statuses = [sweep.c["auditor"].get(url).status_code for _, url in audit_urls]
+        assert set(statuses) == {200}, list(zip(statuses, audit_urls, strict=True))
+        assert {name for name, _ in audit_urls} >= {
+            "audit_list", "audit_detail", "audit_export_csv", "audit_export_jsonl"
+        }  # fmt: skip
+        seen["urls"] += len(audit_urls)
+
     def decide(obj):
         approver.get(reverse("request_detail", args=[obj.pk]))
         done = sweep.approve(obj)
         assert done.status == R.DONE, done.error_message
         call_command("refresh_connection_states", stdout=io.StringIO())
         visit()
+        audit_pages()
 
     visit()
     update = form("API_KEY", made.name, main_ref=key, description="sweep, updated")
@@ -607,7 +639,163 @@ def test_sweep_connection_lifecycle(sweep, bao_cli):
     sweep.flow(
         f"connection pages ({len(urls)} URLs x 4 roles after each step); update, rotate "
         f"(new Vault version reached AWS's secret), deauthorize, re-authorize, delete -> "
-        f"{made.state}; changes {kinds}; {sent['sent']} notifications sent (bodies searched)"
+        f"{made.state}; changes {kinds}; {sent['sent']} notifications sent (bodies searched); "
+        f"audit log, exports and secret uses after each step, every event's page "
+        f"({seen['urls']} audit URLs, {len(seen['events'])} events)"
     )
     assert made.state == "DELETED"
+    actions = set(AuditEvent.objects.filter(arn=made.arn).values_list("action", flat=True))
+    assert {"connection.update.success", "connection.deauthorize.success",
+            "connection.delete.success"} <= actions, actions  # fmt: skip
+    assert seen["events"] == set(AuditEvent.objects.values_list("id", flat=True))
     assert audit.verify_chain().ok
+
+
+class _ChatHook:
+    """A chat service (Apprise's json://) on loopback: every post it receives is searched."""
+
+    def __init__(self, capture: Capture):
+        received = self.received = []
+
+        class Hook(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.append(body.decode("utf-8", errors="replace"))
+                capture.add_text(f"chat post {len(received)}", received[-1])
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+        self.url = f"json://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _partner(moto) -> Target:
+    """A target with an account of its own: its sweep sees only this test's connections."""
+    account = f"{secrets.randbelow(9 * 10**11) + 10**11}"
+    role = f"arn:aws:iam::{account}:role/eventbridge-connections"
+    trust = {"role_arn": role, "external_id": "sweep-ext"}
+    requests.post(f"{moto.url}/moto-ext/sts/role", json=trust, timeout=10).raise_for_status()
+    return Target.objects.create(
+        name=_name("target"), region="us-east-1", role_arn=role, external_id="sweep-ext"
+    )
+
+
+def _partner_events(target: Target):
+    """The target's account as a person with its role (the AWS console, say)."""
+    creds = boto3.client("sts").assume_role(
+        RoleArn=target.role_arn, RoleSessionName="sweep", ExternalId=target.external_id
+    )["Credentials"]
+    return boto3.client(
+        "events",
+        region_name=target.region,
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"],
+    )
+
+
+def test_sweep_every_notification_kind_written_and_sent(sweep, bao_cli, moto, settings):
+    """Every kind of message notify.py writes, made by the flows that make it with canary
+    secrets in Vault, then sent by email and to a chat channel: the outbox table, the mails,
+    the chat posts and the logs are searched."""
+    chat = _ChatHook(sweep.capture)
+    settings.NOTIFY_APPRISE = {roles.APPROVERS: chat.url}
+    settings.OURS_WITHIN = dt.timedelta(0)  # the console edits come a moment after our pushes
+    partner = _partner(moto)
+    approver = sweep.c["approver"]
+
+    def made(tag: str, key: str = "") -> Connection:
+        fields = {"target": str(partner.pk)} | ({"main_ref": key} if key else {})
+        obj = sweep.approve(sweep.file("API_KEY", _name(tag), **fields))
+        assert obj.status == R.CREATED, obj.error_message
+        return obj.connection
+
+    try:
+        # Waiting and created (each filing and approval), then drift, the three flags and a
+        # rotation (done), all on connections whose secrets are canaries.
+        drift_path = f"secret/sweep/drift-{uuid.uuid4().hex[:6]}"
+        drifted = made("drift", seed(sweep, bao_cli, drift_path, "api_key"))
+        deauthorized = made("deauth", seed(sweep, bao_cli, f"{drift_path}-d", "api_key"))
+        edited, deleted = made("edited"), made("deleted")
+        value = make_canary("drv")
+        bao_cli("kv", "put", drift_path, f"api_key={value}")
+        sweep.canaries[f"{drift_path}#api_key v2"] = value
+        account = partner.role_arn.split(":")[4]
+        requests.post(f"{moto.url}/moto-ext/connection/state", json={
+            "account_id": account, "region": partner.region, "name": deauthorized.name,
+            "state": "DEAUTHORIZED", "state_reason": "Authorization failed: the partner said 401",
+        }, timeout=10).raise_for_status()  # fmt: skip
+        aws = _partner_events(partner)
+        aws.update_connection(Name=edited.name, Description="edited in the console")
+        aws.delete_connection(Name=deleted.name)
+        aws.list_connections()  # settles DELETING: gone
+        swept = services.sweep_target(partner.pk)
+        assert swept is not None and swept.ok, swept and swept.error
+        for row in (drifted, deauthorized, edited, deleted):
+            approver.get(reverse("connection_detail", args=[row.pk]))
+        sweep.c["requester"].post(reverse("connection_rotate", args=[drifted.pk]), {})
+        rotated = sweep.approve(R.objects.get(connection=drifted, kind=R.ROTATE))
+        assert rotated.status == R.DONE, rotated.error_message
+
+        # Failed (the secret deleted after review), rejected, expired.
+        gone_path = f"secret/sweep/failing-{uuid.uuid4().hex[:6]}"
+        failing = sweep.file("BASIC", _name("failing"),
+                             main_ref=seed(sweep, bao_cli, gone_path, "password"))  # fmt: skip
+        bao_cli("kv", "delete", gone_path)
+        assert sweep.approve(failing).status == R.FAILED
+        rejected = sweep.file("BASIC", _name("rejected"))
+        sweep.c["approver2"].post(
+            reverse("request_reject", args=[rejected.pk]), {"reason": "wrong partner"}
+        )
+        expiring = sweep.file("OAUTH_CLIENT_CREDENTIALS", _name("expired"))
+        R.objects.filter(pk=expiring.pk).update(expires_at=timezone.now() - dt.timedelta(1))
+        call_command("expire_requests", stdout=io.StringIO())
+
+        # The daily reminder and the last call, for one that waited long and ends soon.
+        late = sweep.file("API_KEY", _name("late"))
+        R.objects.filter(pk=late.pk).update(
+            created_at=timezone.now() - dt.timedelta(days=2),
+            expires_at=timezone.now() + dt.timedelta(hours=1),
+        )
+        assert tasks.remind() >= 1 and tasks.last_calls() == 1
+
+        written = Counter(Notification.objects.values_list("kind", flat=True))
+        sent = Counter()
+        for _ in range(10):  # the worker's turns, 200 a turn
+            result = tasks.send_notifications()
+            assert not result["retry"] and not result["failed"], result
+            sent.update(result)
+            if not result["sent"]:
+                break
+        for role in ("requester", "approver", "auditor", "admin"):
+            sweep.c[role].get(reverse("notifications"))
+    finally:
+        chat.close()
+
+    missing = set(notify.KINDS) - set(written)
+    unsent = Notification.objects.exclude(status=Notification.SENT)
+    told = {n.kind: n for n in Notification.objects.filter(channel=Notification.EMAIL)}
+    sweep.flow(
+        f"every notification kind ({len(written)} kinds, {sum(written.values())} messages: "
+        f"{', '.join(f'{k} x{n}' for k, n in sorted(written.items()))}); sent: "
+        f"{len(mail.outbox)} mails, {len(chat.received)} chat posts (bodies, subjects, the "
+        "outbox table and the logs searched)"
+    )
+    assert not missing, f"no flow wrote {sorted(missing)}"
+    assert not unsent.exists(), list(unsent.values_list("kind", "status", "last_error"))
+    assert sent["sent"] == len(mail.outbox) + len(chat.received) == sum(written.values())
+    assert set(notify.KINDS) <= set(told), "every kind reaches someone by email"
+    assert "pushed version 1, current version 2" in told["connection.drift"].body
+    assert "DEAUTHORIZED (was AUTHORIZED)" in told["connection.deauthorized_by_aws"].body
+    # Not a value (the sweep's search), and not a fingerprint either, anywhere they went.
+    said = [f"{n.subject} {n.body}" for n in Notification.objects.all()]
+    said += [m.message().as_string() for m in mail.outbox] + chat.received
+    assert not [text for text in said if "hmac-sha256" in text]
