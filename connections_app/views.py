@@ -320,9 +320,15 @@ def _detail_context(request, obj: ConnectionRequest) -> dict:
 
 
 def _again_url(user, obj: ConnectionRequest) -> str:
-    """Where "File again" leads for a closed request (rejected, cancelled, expired), when the
-    user may file that change now: its form, filled in from the request (?from=)."""
-    if obj.shown_status not in (R.REJECTED, R.CANCELLED, R.EXPIRED):
+    """Where "File again" leads for a closed request (rejected, cancelled, expired), or for
+    the requester's failed rotate, deauthorize or delete (not edited in a form: filing it again
+    cancels it), when the user may file that change now: its form, filled in (?from=)."""
+    replaced = (
+        obj.shown_status == R.FAILED
+        and obj.kind not in services.EDITABLE_KINDS
+        and obj.requester_id == user.pk
+    )
+    if obj.shown_status not in (R.REJECTED, R.CANCELLED, R.EXPIRED) and not replaced:
         return ""
     if obj.kind == R.CREATE:
         return f"{reverse('request_new')}?from={obj.pk}" if user.has_perm(CAN_REQUEST) else ""
@@ -339,6 +345,8 @@ def _again_url(user, obj: ConnectionRequest) -> str:
             else R.UPDATE
         )
     opened = services.open_change(connection)
+    if replaced and opened is not None and opened.pk == obj.pk:
+        opened = None
     if services.change_refusal(kind, connection, user, open_change=opened) is not None:
         return ""
     return f"{reverse(f'connection_{kind}', args=[connection.pk])}?from={obj.pk}"
@@ -353,8 +361,10 @@ def _next_step(obj: ConnectionRequest, allowed: set[str], again_url: str) -> dic
         text = f"The submission failed: {obj.error_message}"
         if "edit" in allowed:
             text += " Edit it and save to send it back for approval, or cancel it."
+        elif again_url:
+            text += " File it again (that cancels this one), or cancel it."
         elif "cancel" in allowed:
-            text += " Cancel it, then file it again."
+            text += " Cancel it, or ask an approver to retry it."
         elif "retry" in allowed:
             text += " Retry it (AWS is asked first), or reject it to close it."
         return {"text": text}
@@ -608,13 +618,33 @@ def connection_refresh(request, pk):
     return redirect("connection_detail", pk=pk)
 
 
-def _change_refused(request, connection: Connection, kind: str, *, typed: bool = True):
+def _replacing(request, connection: Connection, kind: str) -> ConnectionRequest | None:
+    """The user's own failed `kind` change to this connection that the form files again in
+    its place: named by ?from= (the "File again" link), then by the form's `replaces` field."""
+    posted = request.method == "POST"
+    pk = _number_posted(request, "replaces") if posted else _number(request, "from")
+    found = selectors.visible_request(request.user, pk) if pk else None
+    if (
+        found is None
+        or (found.kind, found.connection_id, found.requester_id)
+        != (kind, connection.pk, request.user.pk)
+        or not (posted or found.status == R.FAILED)
+    ):
+        return None
+    return found
+
+
+def _change_refused(
+    request, connection: Connection, kind: str, *, typed: bool = True, replacing=None
+):
     """Opening a change form the user may not file now: back to the connection, saying why
     (None: they may). With `typed`, a POST goes on, so that what was typed comes back with the
-    refusal (the service refuses it)."""
-    refused = services.change_refusal(
-        kind, connection, request.user, open_change=services.open_change(connection)
-    )
+    refusal (the service refuses it). The failed change being filed again does not count as
+    the connection's open one."""
+    opened = services.open_change(connection)
+    if replacing is not None and opened is not None and opened.pk == replacing.pk:
+        opened = None
+    refused = services.change_refusal(kind, connection, request.user, open_change=opened)
     if refused is not None and refused.code in ("not_requester", "not_approver"):
         raise refused
     if refused is None or (typed and request.method == "POST"):
@@ -678,11 +708,12 @@ def _filed(request, form, file):
 def connection_rotate(request, pk):
     """Rotate: every secret re-read at the newest Vault version, or at one the requester picks."""
     connection = _connection(request, pk)
+    replacing = _replacing(request, connection, R.ROTATE)
     # Nothing typed to keep, and the page reads Vault: refused before anything is asked.
-    if refused := _change_refused(request, connection, R.ROTATE, typed=False):
+    if refused := _change_refused(request, connection, R.ROTATE, typed=False, replacing=replacing):
         return refused
     secrets = selectors.rotation_candidates(connection)
-    again = _filed_again_from(request, kinds=(R.ROTATE,), connection=connection)
+    again = replacing or _filed_again_from(request, kinds=(R.ROTATE,), connection=connection)
     initial = {}
     if again is not None:  # the versions the earlier request named
         pinned = {doc.path_text(path): ref.version for path, ref in doc.references(again.document)}
@@ -694,7 +725,11 @@ def connection_rotate(request, pk):
         def file():
             document = services.rotation_document(connection, form.versions(), user=request.user)
             return services.change_file(
-                connection=connection, requester=request.user, kind=R.ROTATE, document=document
+                connection=connection,
+                requester=request.user,
+                kind=R.ROTATE,
+                document=document,
+                replaces=replacing,
             )
 
         if filed := _filed(request, form, file):
@@ -702,7 +737,7 @@ def connection_rotate(request, pk):
     return render(
         request,
         "connections_app/connection_rotate.html",
-        {"connection": connection, "form": form, "again": again},
+        {"connection": connection, "form": form, "again": again, "replacing": replacing},
         status=400 if form.errors else 200,
     )
 
@@ -711,10 +746,11 @@ def connection_rotate(request, pk):
 def connection_remove(request, pk, kind):
     """Deauthorize (a reason is required) or delete (refused while API destinations use it)."""
     connection = _connection(request, pk)
-    if refused := _change_refused(request, connection, kind):
+    replacing = _replacing(request, connection, kind)
+    if refused := _change_refused(request, connection, kind, replacing=replacing):
         return refused
     data = request.POST if request.method == "POST" else None
-    again = _filed_again_from(request, kinds=(kind,), connection=connection)
+    again = replacing or _filed_again_from(request, kinds=(kind,), connection=connection)
     initial = {"reason": again.reason} if again is not None else {}
     form = ReasonForm(data, required=kind == R.DEAUTHORIZE, initial=initial)
     destinations, destinations_error = (
@@ -728,6 +764,7 @@ def connection_remove(request, pk, kind):
                 requester=request.user,
                 kind=kind,
                 reason=form.cleaned_data["reason"],
+                replaces=replacing,
             )
 
         if filed := _filed(request, form, file):
@@ -742,6 +779,7 @@ def connection_remove(request, pk, kind):
             "destinations": destinations,
             "destinations_error": destinations_error,
             "again": again,
+            "replacing": replacing,
         },
         status=400 if form.errors else 200,
     )

@@ -465,6 +465,77 @@ def test_closed_connection_changes_are_filed_again_from_their_forms(
     assert "leaked token" in requester_client.get(url).content.decode()
 
 
+def _failed(request, message="AWS said no."):
+    R.objects.filter(pk=request.pk).update(
+        status=R.FAILED, submit_attempts=1, error_code="x", error_message=message
+    )
+    request.refresh_from_db()
+    return request
+
+
+@pytest.mark.parametrize("kind", ["deauthorize", "rotate"])
+def test_a_failed_change_not_edited_in_a_form_is_filed_again_in_its_place(
+    created, requester, requester_client, approver_client, user_factory, kind
+):
+    connection = created.connection
+    failed = _failed(
+        services.change_file(
+            connection=connection,
+            requester=requester,
+            kind=kind,
+            reason="leaked token" if kind == "deauthorize" else "",
+            document=services.rotation_document(connection, {}, user=requester)
+            if kind == "rotate"
+            else None,
+        )
+    )
+    html = requester_client.get(reverse("request_detail", args=[failed.pk])).content.decode()
+    url = f"{reverse(f'connection_{kind}', args=[connection.pk])}?from={failed.pk}"
+    assert f'href="{url}" data-testid="file-again"' in html
+    assert "File it again (that cancels this one)" in html
+    # Only its requester is offered it: an approver retries or rejects instead.
+    other = approver_client.get(reverse("request_detail", args=[failed.pk])).content.decode()
+    assert "file-again" not in other
+
+    form = requester_client.get(url)
+    assert form.status_code == 200
+    page = form.content.decode()
+    assert f'name="replaces" value="{failed.pk}"' in page and "cancels that failed one" in page
+    if kind == "deauthorize":
+        assert "leaked token" in page
+    data = {"replaces": failed.pk, "reason": "leaked token, again"}
+    response = requester_client.post(url.split("?")[0], data)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    failed.refresh_from_db()
+    assert failed.status == R.CANCELLED
+    new = R.objects.filter(connection=connection, status=R.PENDING).get()
+    assert new.kind == kind and new.pk != failed.pk
+    actions = list(
+        AuditEvent.objects.filter(request_id__in=[failed.pk, new.pk])
+        .order_by("id")
+        .values_list("request_id", "action")
+    )[-2:]
+    assert actions == [
+        (failed.pk, "connection.request.cancel"),
+        (new.pk, "connection.request.create"),
+    ]
+
+
+def test_another_users_failed_change_is_not_replaced(
+    created, requester, user_factory, make_document
+):
+    failed = _failed(
+        services.change_file(connection=created.connection, requester=requester, kind="delete")
+    )
+    someone = user_factory(groups=["connection-requesters"])
+    with pytest.raises(services.ActionRefused) as info:
+        services.change_file(
+            connection=created.connection, requester=someone, kind="delete", replaces=failed
+        )
+    assert info.value.code == "not_replaceable"
+    assert R.objects.get(pk=failed.pk).status == R.FAILED
+
+
 def test_file_again_is_not_offered_while_pending_or_to_others(pending, approver_client):
     assert (
         "file-again"

@@ -266,10 +266,17 @@ def change_file(
     kind: str,
     document: dict | None = None,
     reason: str = "",
+    replaces: ConnectionRequest | None = None,
 ) -> ConnectionRequest:
     """File a change to a connection: update or rotate (a whole document), deauthorize (with a
-    reason) or delete. Re-authorize and adopt are filed as updates."""
-    refused = change_refusal(kind, connection, requester, open_change=open_change(connection))
+    reason) or delete. Re-authorize and adopt are filed as updates. `replaces`: the filer's
+    own failed change to this connection, which this one files again (it is cancelled)."""
+    opened = open_change(connection)
+    if replaces is not None:
+        refuse_unless_replaceable(replaces, requester, connection)
+        if opened is not None and opened.pk == replaces.pk:
+            opened = None
+    refused = change_refusal(kind, connection, requester, open_change=opened)
     if refused is not None:
         raise refused
     kind = R.UPDATE if kind in ("reauthorize", "adopt") else kind
@@ -300,7 +307,23 @@ def change_file(
         reason=reason,
         expires_at=timezone.now() + settings.REQUEST_TTL,
     )
+    if replaces is not None and replaces.status == R.FAILED:
+        request_cancel(request=replaces, actor=requester)
     return _filed(request, requester)
+
+
+def refuse_unless_replaceable(replaced: ConnectionRequest, user, connection: Connection) -> None:
+    """Only the requester's own failed (or since closed) change to this same connection is
+    filed again in its place."""
+    if (
+        replaced.connection_id != connection.pk
+        or replaced.requester_id != user.pk
+        or replaced.status not in (R.FAILED, R.CANCELLED, R.REJECTED, R.EXPIRED)
+    ):
+        raise ActionRefused(
+            f"Request #{replaced.pk} is not a failed change of yours to this connection.",
+            code="not_replaceable",
+        )
 
 
 def refuse_if_in_use(connection: Connection) -> None:
