@@ -20,7 +20,9 @@ urlpatterns = [
     ),
     path(
         "accounts/password_change/done/",
-        auth_views.PasswordChangeDoneView.as_view(),
+        auth_views.PasswordChangeDoneView.as_view(
+            template_name="registration/password_change_finished.html"
+        ),
         name="password_change_done",
     ),
     # Single sign-on: /oidc/authenticate/ and the provider's redirect URI /oidc/callback/

@@ -241,6 +241,7 @@ class AdminPasswordChangeForm(PasswordChangeForm):
 
 class PasswordChangeView(auth_views.PasswordChangeView):
     form_class = PasswordChangeForm
+    template_name = "registration/password_change.html"  # the app's page, not the admin's
 
     def get_form_kwargs(self):
         return {**super().get_form_kwargs(), "request": self.request}
@@ -252,6 +253,7 @@ def admin_password_change(request):
     request.current_app = admin.site.name
     return PasswordChangeView.as_view(
         form_class=AdminPasswordChangeForm,
+        template_name="registration/password_change_form.html",  # Django admin's own
         success_url=reverse("admin:password_change_done"),
         extra_context=admin.site.each_context(request),
     )(request)

@@ -1,7 +1,7 @@
 """Every page and form state, for every role, in Chromium: axe-core finds no violation of any
 impact and no "needs review" result of critical impact; no page scrolls sideways at 390 px or at
-320 px (1280 px at 400 % zoom, WCAG 1.4.10); and a person with only a keyboard files a request,
-gets past a refused Save through the error summary, and approves.
+320 px (1280 px at 400 % zoom, WCAG 1.4.10); and a person with only a keyboard, on a 390 px
+screen, files a request, gets past a refused Save through the error summary, and approves.
 
 Screenshots of the main pages at 1280 and 390 px are written to test-artifacts/screenshots/
 (git-ignored) for a reviewer to look at."""
@@ -9,15 +9,20 @@ Screenshots of the main pages at 1280 and 390 px are written to test-artifacts/s
 from __future__ import annotations
 
 import re
+import secrets
+from datetime import timedelta
 from pathlib import Path
 
+import boto3
 import pytest
 from axe_playwright_python.sync_playwright import Axe
+from django.utils import timezone
 from playwright.sync_api import expect
 
 from connections_app import services
 from connections_app.models import AuditEvent, Connection, ConnectionRequest, Target
-from tests.browser.conftest import TIMEOUT_MS, sign_in
+from tests import idp
+from tests.browser.conftest import PASSWORD, TIMEOUT_MS, sign_in
 
 pytestmark = [pytest.mark.usefixtures("servers"), pytest.mark.browser]
 R = ConnectionRequest
@@ -63,6 +68,15 @@ def scene(requester, approver, auditor, admin_user, make_document, unique_name):
     )
     rejected = services.request_create(requester=requester, document=make_document(name=f"{u}-no"))
     services.request_reject(request=rejected, approver=approver, reason="wrong partner account")
+    cancelled = services.request_create(
+        requester=requester, document=make_document(name=f"{u}-cancelled")
+    )
+    services.request_cancel(request=cancelled, actor=requester)
+    expired = services.request_create(
+        requester=requester, document=make_document(name=f"{u}-expired")
+    )
+    R.objects.filter(pk=expired.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
+    services.requests_expire_due()
     target = Target.default()
 
     def found(name, **fields):
@@ -105,6 +119,8 @@ def scene(requester, approver, auditor, admin_user, make_document, unique_name):
         "pending": pending,
         "failed": failed,
         "rejected": rejected,
+        "cancelled": cancelled,
+        "expired": expired,
         "unmanaged": unmanaged,
         "drifted": drifted,
         "deauthorized": deauthorized,
@@ -147,7 +163,12 @@ def _audit_pages(s) -> list[tuple[str, str]]:
 def _pages(role: str, s) -> list[tuple[str, str]]:
     """(name, address) of every page the role reaches, in the states the scene holds."""
     req = "/requests/{}/"
-    common = [("home", "/"), *_connection_pages(s), ("not-found", "/requests/999999999/")]
+    common = [
+        ("home", "/"),
+        *_connection_pages(s),
+        ("notifications", "/notifications/"),
+        ("not-found", "/requests/999999999/"),
+    ]
     if role == "requester":
         return [
             *common,
@@ -158,6 +179,8 @@ def _pages(role: str, s) -> list[tuple[str, str]]:
             ("request-created", req.format(s["made"].pk)),
             ("request-failed", req.format(s["failed"].pk)),
             ("request-rejected", req.format(s["rejected"].pk)),
+            ("request-cancelled", req.format(s["cancelled"].pk)),
+            ("request-expired", req.format(s["expired"].pk)),
             ("edit-failed", f"/requests/{s['failed'].pk}/edit/"),
             ("file-again", f"/requests/new/?from={s['rejected'].pk}"),
             ("cancel", f"/requests/{s['pending'].pk}/cancel/"),
@@ -179,6 +202,8 @@ def _pages(role: str, s) -> list[tuple[str, str]]:
             ("request-created", req.format(s["made"].pk)),
             ("request-failed-retry", req.format(s["failed"].pk)),
             ("request-rejected", req.format(s["rejected"].pk)),
+            ("request-cancelled", req.format(s["cancelled"].pk)),
+            ("request-expired", req.format(s["expired"].pk)),
             ("adopt", f"/connections/{s['unmanaged'].pk}/adopt/"),
             *_audit_pages(s),
             ("forbidden", "/requests/new/"),
@@ -204,7 +229,8 @@ def _pages(role: str, s) -> list[tuple[str, str]]:
 # Pages whose screenshots a reviewer looks at first.
 MAIN = {"home", "new", "new-errors", "request-review", "request-review-update", "queue",
         "connections", "connection-managed", "connection-deauthorized", "audit", "audit-event",
-        "secret-uses-reference", "status", "mine", "request-failed", "login-error"}  # fmt: skip
+        "secret-uses-reference", "status", "mine", "request-failed", "login-error",
+        "notifications", "password-change-errors", "oidc-refused-no-role"}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------
@@ -266,8 +292,10 @@ _WIDEST = """() => {
 }"""
 
 
-def _open(browser, live_server, user):
-    context = browser.new_context(base_url=live_server.url, viewport={"width": WIDE, "height": 900})
+def _open(browser, live_server, user, *, width: int = WIDE):
+    context = browser.new_context(
+        base_url=live_server.url, viewport={"width": width, "height": 900}
+    )
     context.set_default_timeout(TIMEOUT_MS)
     return context, sign_in(context.new_page(), user)
 
@@ -303,6 +331,9 @@ def test_every_page_passes_axe_and_fits_a_phone(browser, live_server, scene, rol
         _change_form_states(page, findings, scene)
     if role == "approver":
         _decision_states(page, findings, scene)
+    _password_states(page, findings, role)
+    if role == "requester":  # signed out: the same page for everyone
+        _logged_out_state(page, findings)
     context.close()
     findings.assert_none(role)
     assert len(findings.checked) >= 12
@@ -349,6 +380,22 @@ def _change_form_states(page, findings: Findings, scene) -> None:
     expect(page.locator(".error-summary")).to_be_focused()
     findings.check(page, "requester", "rotate-errors")
 
+    # Delete, refused while an API destination (in moto) uses the connection. The connection's
+    # open update (its pages are checked by now) would be refused first: cancelled.
+    managed = scene["managed"]
+    services.request_cancel(request=scene["update"], actor=scene["users"]["requester"])
+    boto3.client("events").create_api_destination(
+        Name=f"{managed.name}-hook",
+        ConnectionArn=managed.arn,
+        InvocationEndpoint="https://partner.example.com/hook",
+        HttpMethod="POST",
+    )
+    page.goto(f"/connections/{managed.pk}/delete/")
+    page.get_by_role("button", name="Request delete").click()
+    expect(page.locator(".error-summary")).to_be_focused()
+    expect(page.locator(".errorlist")).to_contain_text("still use this connection")
+    findings.check(page, "requester", "delete-refused-in-use")
+
 
 def _decision_states(page, findings: Findings, scene) -> None:
     pending = scene["pending"]
@@ -356,6 +403,77 @@ def _decision_states(page, findings: Findings, scene) -> None:
     page.get_by_role("button", name="Reject").click()  # without a reason
     expect(page.locator(".error-summary")).to_be_focused()
     findings.check(page, "approver", "reject-errors", shoot=True)
+
+
+def _password_states(page, findings: Findings, role: str) -> None:
+    """The password change form (Django's view, the app's template): blank, refused (a wrong old
+    password and new ones that differ), and done."""
+    new = "An0ther-long-passphrase"
+    page.goto("/accounts/password_change/")
+    findings.check(page, role, "password-change")
+    page.get_by_label("Old password").fill("not the password")
+    page.get_by_label("New password", exact=True).fill(new)
+    page.get_by_label("New password confirmation").fill(f"{new}-typo")
+    page.get_by_role("button", name="Change password").click()
+    summary = page.locator(".error-summary")
+    expect(summary).to_be_focused()
+    expect(summary.get_by_role("link")).to_have_count(2)
+    expect(page).to_have_title(re.compile("^Error: "))
+    expect(page.get_by_label("Old password")).to_have_attribute("aria-invalid", "true")
+    findings.check(page, role, "password-change-errors")
+    page.get_by_label("Old password").fill(PASSWORD)
+    page.get_by_label("New password", exact=True).fill(new)
+    page.get_by_label("New password confirmation").fill(new)
+    page.get_by_role("button", name="Change password").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Password changed")
+    findings.check(page, role, "password-changed")
+
+
+def _logged_out_state(page, findings: Findings) -> None:
+    """registration/logged_out.html. Signing out lands on the sign-in page (LOGOUT_REDIRECT_URL),
+    checked above; this page shows only when the sign-out's `next` is the sign-out address
+    itself, so the form is given that."""
+    page.locator("header form.inline").evaluate(
+        "f => f.insertAdjacentHTML('beforeend',"
+        " '<input type=hidden name=next value=/accounts/logout/>')"
+    )
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Signed out")
+    expect(page.get_by_test_id("username")).to_have_count(0)
+    findings.check(page, "anonymous", "logged-out")
+
+
+def test_single_sign_on_pages_pass_axe_and_fit_a_phone(
+    browser, live_server, settings, transactional_db
+):
+    """The sign-in page with its single sign-on button, and the refusal pages: a person the
+    provider knows with no group mapped to a role, and a callback no sign-in started."""
+    findings = Findings()
+    with idp.Provider() as provider:
+        idp.configure(
+            settings, provider.endpoints(), client_secret=f"CLIENTSECRET{secrets.token_hex(8)}"
+        )
+        provider.set_user("sub-eve", email="eve@example.com", groups=["idp-marketing"])
+        context = browser.new_context(base_url=live_server.url)
+        context.set_default_timeout(TIMEOUT_MS)
+        # The provider's page asks a CDN for a stylesheet: nothing leaves this machine.
+        context.route(
+            re.compile(r"^https?://(?!(127\.0\.0\.1|localhost)[:/])"), lambda route: route.abort()
+        )
+        page = context.new_page()
+        _visit(page, "/accounts/login/")
+        findings.check(page, "anonymous", "login-sso")
+        page.get_by_role("link", name="Sign in with Test IdP").click()
+        page.get_by_placeholder("sub").fill("sub-eve")
+        page.get_by_role("button", name="Authorize").click()
+        refusal = page.get_by_test_id("oidc-refused")
+        expect(refusal).to_have_attribute("data-reason", "no_role")
+        findings.check(page, "anonymous", "oidc-refused-no-role")
+        _visit(page, "/oidc/callback/?code=made-up&state=made-up", status=403)
+        expect(refusal).to_have_attribute("data-reason", "state")
+        findings.check(page, "anonymous", "oidc-refused-state")
+        context.close()
+    findings.assert_none("anonymous-sso")
 
 
 # ---------------------------------------------------------------------------
@@ -371,9 +489,12 @@ def _tab_to(page, selector: str, *, limit: int = 120, back: bool = False) -> Non
     raise AssertionError(f"{selector} never got the focus")
 
 
-def test_filing_and_approving_with_the_keyboard_only(browser, live_server, scene, unique_name):
+@pytest.mark.parametrize("width", [PHONE, WIDE])
+def test_filing_and_approving_with_the_keyboard_only(
+    browser, live_server, scene, unique_name, width
+):
     requester, approver = scene["users"]["requester"], scene["users"]["approver"]
-    context, page = _open(browser, live_server, requester)
+    context, page = _open(browser, live_server, requester, width=width)
     page.goto("/requests/new/")
     page.keyboard.press("Tab")
     expect(page.get_by_role("link", name="Skip to main content")).to_be_focused()
@@ -411,11 +532,11 @@ def test_filing_and_approving_with_the_keyboard_only(browser, live_server, scene
     filed = R.objects.get(name=unique_name)
     context.close()
 
-    context, page = _open(browser, live_server, approver)
-    page.set_viewport_size({"width": PHONE, "height": 800})
+    context, page = _open(browser, live_server, approver, width=width)
     page.goto(f"/requests/{filed.pk}/")
-    _tab_to(page, "a[href='#decide']")  # "Go to the decision", on a narrow screen
-    page.keyboard.press("Enter")
+    if width == PHONE:
+        _tab_to(page, "a[href='#decide']")  # "Go to the decision", on a narrow screen
+        page.keyboard.press("Enter")
     _tab_to(page, "#id_comment")
     page.keyboard.type("checked with the partner")
     _tab_to(page, ".decision-buttons button.primary")

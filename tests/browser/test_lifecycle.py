@@ -129,7 +129,9 @@ def test_deauthorize_then_reauthorize_in_the_browser(signed_in, made, requester,
     expect(theirs.get_by_role("heading", level=1)).to_contain_text("AUTHORIZED")
 
 
-def test_delete_in_the_browser_refused_then_allowed(signed_in, made, requester, approver):
+def test_delete_in_the_browser_refused_then_allowed(
+    signed_in, made, requester, approver, make_document
+):
     hook = f"hook-{uuid.uuid4().hex[:8]}"
     events = boto3.client("events")
     events.create_api_destination(
@@ -149,7 +151,17 @@ def test_delete_in_the_browser_refused_then_allowed(signed_in, made, requester, 
     )
     assert not R.objects.filter(connection=made, kind=R.DELETE).exists()
 
-    events.delete_api_destination(Name=hook)
+    # Repointed at another connection, the destination no longer holds this one back.
+    other = services.request_create(
+        requester=requester, document=make_document(name=f"{made.name}-other")
+    )
+    other = services.request_approve(
+        request=other, approver=approver, seen_hash=other.document_hash
+    )
+    assert other.status == R.CREATED, other.error_message
+    events.update_api_destination(Name=hook, ConnectionArn=other.connection.arn)
+    mine.goto(f"/connections/{made.pk}/delete/")
+    expect(mine.get_by_test_id("no-destinations")).to_be_visible()
     mine.get_by_role("button", name="Request delete").click()
     expect(mine.get_by_test_id("kind")).to_contain_text("Delete of")
     theirs = signed_in(approver)
