@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
@@ -252,21 +252,18 @@ def adoption_document(connection: Connection) -> dict:
 def rotation_candidates(connection: Connection) -> list[dict]:
     """Each secret of the connection: the version pushed, and the newest Vault has now (or
     why it cannot be read)."""
-    leaves = doc.secret_leaves(connection.document)
-    latest = {
-        path: vault.Reference.from_leaf({"vault": leaf["vault"], "version": None})
-        for path, leaf in leaves
-    }
+    pushed = doc.references(connection.document)
+    latest = {path: replace(ref, version=None) for path, ref in pushed}
     answers = vault.check_all(list(dict.fromkeys(latest.values())))
     out = []
-    for path, leaf in leaves:
+    for path, ref in pushed:
         answer = answers[latest[path]]
         failed = isinstance(answer, vault.VaultError)
         out.append(
             {
                 "path": doc.path_text(path),
-                "reference": leaf["vault"],
-                "pushed": leaf.get("version"),
+                "reference": ref.secret,
+                "pushed": ref.version,
                 "newest": None if failed else answer.version,
                 "kv_version": None if failed else answer.kv_version,
                 "error": answer.message if failed else "",
@@ -300,7 +297,7 @@ def change_review(request: ConnectionRequest) -> dict:
     for path, ref in refs:
         before = pushed.get(path)
         answer = answers[ref]
-        row = {"path": doc.path_text(path), "reference": str(ref), "before": before}
+        row = {"path": doc.path_text(path), "ref": ref, "reference": str(ref), "before": before}
         row["scope"] = scope_for(ref, scopes)
         row["check"] = answer
         row["change"] = _secret_change(before, ref, answer)

@@ -312,8 +312,7 @@ def _detail_context(request, obj: ConnectionRequest) -> dict:
         secrets = review["secrets"]
         for item in secrets:
             item["check"] = _check_view(item["check"])
-            ref = vault.parse_reference(item["reference"])
-            item["secret"], item["pinned"] = ref.secret, ref.version
+            item["secret"], item["pinned"] = item["ref"].secret, item["ref"].version
         context["unresolved"] = sum(1 for item in secrets if not item["check"]["ok"])
     context["next_step"] = _next_step(obj, allowed, context["again_url"])
     return context

@@ -55,8 +55,7 @@ CLIENT_SECRET = ("AuthParameters", "OAuthParameters", "ClientParameters", "Clien
 def within_scopes(document: dict, user) -> bool:
     """Is every secret of a (pushed or request) document inside the user's scopes?"""
     scopes = scopes_of(user)
-    leaves = doc.secret_leaves(document)
-    return all(scope_for(vault.Reference.from_leaf(leaf), scopes) for _, leaf in leaves)
+    return all(scope_for(ref, scopes) for _, ref in doc.references(document))
 
 
 def scope_problems(document: dict, user) -> list[doc.Issue]:
@@ -84,15 +83,12 @@ def scope_problems(document: dict, user) -> list[doc.Issue]:
 
 def _client_secret_scope(document: dict, scopes: list[Scope]) -> Scope | None:
     """The scope of the secret the endpoint receives (the OAuth client secret)."""
-    node = document
-    for part in CLIENT_SECRET:
-        node = node.get(part) if isinstance(node, dict) else None
-    if not doc.is_reference(node):
-        return None
     try:
-        return scope_for(vault.Reference.from_leaf(node), scopes)
+        refs = dict(doc.references(document))
     except vault.InvalidReference:
         return None
+    ref = refs.get(CLIENT_SECRET)
+    return scope_for(ref, scopes) if ref is not None else None
 
 
 def host_allowed(document: dict, user) -> bool:

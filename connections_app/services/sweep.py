@@ -133,9 +133,9 @@ class _Found:
         for connection in self.known.values():
             if not connection.managed or connection.arn not in self.listed:
                 continue
-            for path, leaf in doc.secret_leaves(connection.document):
-                ref = vault.Reference.from_leaf(leaf)
-                uses[ref.path].append((connection, path, leaf, ref))
+            leaves = dict(doc.secret_leaves(connection.document))
+            for path, ref in doc.references(connection.document):
+                uses[ref.path].append((connection, path, leaves[path], ref))
         states = vault.secret_states(list(uses), digest=doc.fingerprint)
         self.figures["vault_reads"] = self.figures["distinct_paths"] = len(states)
         for secret_path, state in states.items():
