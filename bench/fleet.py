@@ -117,6 +117,13 @@ def _seed(ctx):
             )
         )
     Connection.objects.bulk_create(rows, batch_size=500)
+    # 3,000 rows deleted and made again each run: give the planner the statistics autovacuum
+    # would give a table that grew over months (else it sorts the target's rows for a page).
+    from django.db import connection as db
+
+    if db.vendor == "postgresql":
+        with db.cursor() as cursor:
+            cursor.execute("VACUUM ANALYZE connections_app_connection")
     for name in [row.name for row in rows[:EDITED]]:  # edited in the console since
         touch = {"name": name, "account_id": ACCOUNT}
         requests.post(f"{moto}/moto-ext/connection/touch", json=touch, timeout=10)
@@ -183,7 +190,10 @@ def run(ctx) -> dict:
             vault.reset_client()
         aws_calls = sum(1 for _, path, t in aws.seen if t.startswith("AWSEvents."))
         sts_calls = sum(1 for method, path, t in aws.seen if not t)  # AssumeRole (query API)
-        reads = [path for method, path, _ in bao.seen if method == "GET"]
+        # The sweep's own reads: an audit checkpoint its events made due (signed and stored in
+        # Vault by a background thread) is not the sweep's work.
+        store = settings.AUDIT_CHECKPOINT_PATH.strip("/")
+        reads = [path for method, path, _ in bao.seen if method == "GET" and store not in path]
         metadata = [p for p in reads if "/metadata/" in p]
         values = [p for p in reads if "/data/" in p]
     assert swept.ok, swept.error

@@ -71,7 +71,7 @@ def append(entries: list[dict]) -> list[AuditEvent]:
         raise RuntimeError("audit.record must run inside the transaction it records")
     seq, prev = lock_head()
     now = timezone.now()
-    rows, uses = [], []
+    rows, uses, labels = [], [], {}
     for entry in entries:
         actor, request = entry.get("actor"), entry.get("request")
         conn = entry.get("connection") or (request.connection if request is not None else None)
@@ -88,7 +88,7 @@ def append(entries: list[dict]) -> list[AuditEvent]:
             "outcome": entry.get("outcome") or "success",
             "arn": entry.get("arn") or (conn.arn if conn is not None else ""),
             "connection_state": entry.get("state") or (conn.state if conn is not None else ""),
-            "data": _with_target(entry.get("data") or {}, request or conn),
+            "data": _with_target(entry.get("data") or {}, request or conn, labels),
         }
         uses += [{"event_id": seq, **use} for use in secret_uses(fields["data"])]
         prev = seal(fields, prev)
@@ -101,13 +101,16 @@ def append(entries: list[dict]) -> list[AuditEvent]:
     return events
 
 
-def _with_target(data: dict, about) -> dict:
+def _with_target(data: dict, about, labels: dict) -> dict:
     """An event about a request or connection names its target (account and Region): names
-    are unique per target only, and a filing has no ARN yet to tell them apart."""
-    target = getattr(about, "target", None)
-    if target is None or "target" in data:
+    are unique per target only, and a filing has no ARN yet to tell them apart. `labels`:
+    each target read once per append (a sweep appends many events of one target)."""
+    target_id = getattr(about, "target_id", None)
+    if target_id is None or "target" in data:
         return data
-    return {**data, "target": target.label}
+    if target_id not in labels:
+        labels[target_id] = about.target.label
+    return {**data, "target": labels[target_id]}
 
 
 def _after_commit(seq: int) -> None:

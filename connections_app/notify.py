@@ -16,7 +16,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group, Permission
+from django.contrib.auth.models import Group
 from django.core.mail import EmailMessage, get_connection
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
@@ -24,11 +24,12 @@ from django.urls import reverse
 from django.utils import timezone
 
 from .models import Connection, ConnectionRequest, Notification, NotificationMute
-from .roles import may_approve
+from .roles import CAN_APPROVE, may_approve
 
 log = logging.getLogger(__name__)
 R = ConnectionRequest
 N = Notification
+APPROVE = CAN_APPROVE.partition(".")[2]  # the permission's codename
 # Kinds that reach approvers even when they muted the channel.
 REMINDERS = ("change.reminder", "change.last_call")
 
@@ -39,14 +40,16 @@ REMINDERS = ("change.reminder", "change.last_call")
 
 def _approvers(target, *, but=None) -> list:
     """Active people holding the approve permission (through a group or their own) who may
-    approve the target's changes; `but`: never the requester."""
-    perm = Permission.objects.get(codename="approve_connectionrequest")
-    people = (
-        get_user_model()
-        .objects.filter(Q(groups__permissions=perm) | Q(user_permissions=perm), is_active=True)
-        .distinct()
-    )
-    return [p for p in people if may_approve(p, target) and (but is None or p.pk != but)]
+    approve the target's changes (roles.may_approve, as one query: a sweep flags many
+    connections at once); `but`: never the requester."""
+    holds = Q(groups__permissions__codename=APPROVE) | Q(user_permissions__codename=APPROVE)
+    people = get_user_model().objects.filter(holds, is_active=True)
+    limits = list(target.approver_groups.values_list("pk", flat=True))
+    if limits:  # the target's approver groups only (superusers always may)
+        people = people.filter(Q(is_superuser=True) | Q(groups__in=limits))
+    if but is not None:
+        people = people.exclude(pk=but)
+    return list(people.distinct())
 
 
 def _owners(connection: Connection) -> list:

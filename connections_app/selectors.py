@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, replace
 
+from django.core.cache import cache
 from django.db.models import F, Q, QuerySet
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 from django.utils import timezone
 
 from . import audit_review, eventbridge, vault
@@ -185,15 +188,16 @@ def fleet(user) -> dict:
     )
     rows = {t.pk: {"target": t, "states": {}, "flags": {}, "changes": {}} for t in targets}
     total = {"states": defaultdict(int), "flags": defaultdict(int), "changes": defaultdict(int)}
-    for row in Connection.objects.values("target_id", "state").annotate(n=Count("id")):
-        rows[row["target_id"]]["states"][row["state"]] = row["n"]
-        total["states"][row["state"]] += row["n"]
-    flags = Connection.objects.values("target_id").annotate(
-        **{name: Count("id", filter=STATE_FILTERS[name]) for name in FLAGS}
+    # States and flags in one pass over the connections.
+    counts = Connection.objects.values("target_id", "state").annotate(
+        n=Count("id"), **{name: Count("id", filter=STATE_FILTERS[name]) for name in FLAGS}
     )
-    for row in flags:
+    for row in counts:
+        mine = rows[row["target_id"]]
+        mine["states"][row["state"]] = row["n"]
+        total["states"][row["state"]] += row["n"]
         for name in FLAGS:
-            rows[row["target_id"]]["flags"][name] = row[name]
+            mine["flags"][name] = mine["flags"].get(name, 0) + row[name]
             total["flags"][name] += row[name]
     open_ = ConnectionRequest.objects.filter(
         Q(status=R.PENDING, expires_at__gt=timezone.now()) | Q(status=R.FAILED)
@@ -382,20 +386,34 @@ def deciders(request: ConnectionRequest) -> str:
     return f"Any approver except the requester ({who})."
 
 
+TARGET_CHOICES = "target-choices"
+
+
+def target_choices() -> list[tuple[int, str]]:
+    """(pk, name) of every target, for the lists' filters: kept a minute per process (targets
+    change seldom), so that a list page costs no query for it."""
+    choices = cache.get(TARGET_CHOICES)
+    if choices is None:
+        choices = list(Target.objects.order_by("name").values_list("pk", "name"))
+        cache.set(TARGET_CHOICES, choices, 60)
+    return choices
+
+
+@receiver(post_save, sender=Target)
+@receiver(post_delete, sender=Target)
+def _targets_changed(**kwargs) -> None:
+    cache.delete(TARGET_CHOICES)  # this process shows the change at once, others within 60 s
+
+
 def approvals_waiting(user) -> int:
     """Pending changes, not past their time, that `user` may decide: not their own, on targets
-    whose approvers they are among. One query (the menu shows it on every page)."""
-    from django.db.models import Exists, OuterRef
-
-    from .models import Target
-
-    limits = Target.approver_groups.through.objects.filter(target_id=OuterRef("target_id"))
+    with no approver groups or one of theirs. One query (the menu shows it on every page)."""
     waiting = R.objects.filter(status=R.PENDING, expires_at__gt=timezone.now()).exclude(
         requester_id=user.pk
     )
     if not user.is_superuser:
-        mine = limits.filter(group__in=user.groups.values("pk"))
-        waiting = waiting.filter(~Exists(limits) | Exists(mine))
+        mine = Q(approver_groups=None) | Q(approver_groups__user=user)
+        waiting = waiting.filter(target_id__in=Target.objects.filter(mine).values("pk"))
     return waiting.count()
 
 

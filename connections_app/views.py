@@ -343,9 +343,7 @@ def _again_url(user, obj: ConnectionRequest) -> str:
             if connection.state == "DEAUTHORIZED"
             else R.UPDATE
         )
-    opened = services.open_change(connection)
-    if replaced and opened is not None and opened.pk == obj.pk:
-        opened = None
+    opened = services.open_change(connection, but=obj if replaced else None)
     if services.change_refusal(kind, connection, user, open_change=opened) is not None:
         return ""
     return f"{reverse(f'connection_{kind}', args=[connection.pk])}?from={obj.pk}"
@@ -548,7 +546,7 @@ def connection_list(request):
             "state": state,
             "q": prefix,
             "target": target,
-            "targets": Target.objects.order_by("name").values_list("pk", "name"),
+            "targets": selectors.target_choices(),
             "query": query,
             "paged": cursor is not None,
             "states": [
@@ -640,9 +638,7 @@ def _change_refused(
     (None: they may). With `typed`, a POST goes on, so that what was typed comes back with the
     refusal (the service refuses it). The failed change being filed again does not count as
     the connection's open one."""
-    opened = services.open_change(connection)
-    if replacing is not None and opened is not None and opened.pk == replacing.pk:
-        opened = None
+    opened = services.open_change(connection, but=replacing)
     refused = services.change_refusal(kind, connection, request.user, open_change=opened)
     if refused is not None and refused.code in ("not_requester", "not_approver"):
         raise refused

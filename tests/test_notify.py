@@ -249,3 +249,44 @@ def test_flag_messages_name_the_state_and_each_drifted_versions_never_a_fingerpr
     assert "ConnectionState: DEAUTHORIZED (was AUTHORIZED). StateReason: Authorization failed." in (
         told.body
     )
+
+
+def test_approvers_told_are_exactly_those_who_may_approve(user_factory, requester):
+    """notify._approvers is roles.may_approve as one query: group or own permission, the
+    target's approver groups when it has some, superusers holding the permission, no one
+    inactive, never the requester."""
+    from django.contrib.auth.models import Group, Permission
+
+    from connections_app.models import Target
+    from connections_app.roles import may_approve
+
+    team = Group.objects.create(name="prod-approvers")
+    team.permissions.add(Permission.objects.get(codename="approve_connectionrequest"))
+    prod = Target.objects.create(name="prod-n", account_id="111122223333", region="eu-west-1")
+    prod.approver_groups.add(team)
+    people = [
+        user_factory("plain-approver", groups=["connection-approvers"]),
+        user_factory("prod-approver", groups=["prod-approvers"]),
+        user_factory("both", groups=["connection-approvers", "prod-approvers"]),
+        user_factory("own-perm"),
+        user_factory("root", groups=["connection-approvers"]),
+        user_factory("gone", groups=["prod-approvers"]),
+        user_factory("auditor-only", groups=["auditors"]),
+        requester,
+    ]
+    people[3].user_permissions.add(Permission.objects.get(codename="approve_connectionrequest"))
+    people[4].is_superuser = True
+    people[4].save()
+    people[5].is_active = False
+    people[5].save()
+    requester.groups.add(team)
+    for target in (Target.default(), prod):
+        told = {p.username for p in notify._approvers(target, but=requester.pk)}
+        fresh = [type(p).objects.get(pk=p.pk) for p in people]  # no cached permissions
+        expected = {
+            p.username
+            for p in fresh
+            if p.is_active and p.pk != requester.pk and may_approve(p, target)
+        }
+        assert told == expected, target.name
+    assert told == {"prod-approver", "both", "root"}

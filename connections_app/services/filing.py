@@ -205,11 +205,13 @@ def _save(request: ConnectionRequest, *, author) -> None:
     )
 
 
-def _filed(request: ConnectionRequest, requester) -> ConnectionRequest:
+def _filed(request: ConnectionRequest, requester, replaces=None) -> ConnectionRequest:
     with transaction.atomic():
         _expire_blockers(request)
         _save(request, author=requester)
         data = {"kind": request.kind, "document_hash": request.document_hash}
+        if replaces is not None:
+            data["replaces"] = replaces.pk
         if request.kind in R.DOCUMENT_KINDS:
             data["document"] = doc.redact(request.document)
         if request.reason:
@@ -254,9 +256,14 @@ def request_create(*, requester, document: dict, target: Target | None = None) -
     return _filed(request, requester)
 
 
-def open_change(connection: Connection) -> ConnectionRequest | None:
+def open_change(
+    connection: Connection, *, but: ConnectionRequest | None = None
+) -> ConnectionRequest | None:
+    """The connection's open change; `but`: the failed one being filed again does not count."""
     found = connection.changes.filter(status__in=R.OPEN_STATUSES).order_by("-id").first()
-    return found if found is not None and not found.overdue else None
+    if found is None or found.overdue or (but is not None and found.pk == but.pk):
+        return None
+    return found
 
 
 def change_file(
@@ -271,11 +278,9 @@ def change_file(
     """File a change to a connection: update or rotate (a whole document), deauthorize (with a
     reason) or delete. Re-authorize and adopt are filed as updates. `replaces`: the filer's
     own failed change to this connection, which this one files again (it is cancelled)."""
-    opened = open_change(connection)
     if replaces is not None:
         refuse_unless_replaceable(replaces, requester, connection)
-        if opened is not None and opened.pk == replaces.pk:
-            opened = None
+    opened = open_change(connection, but=replaces)
     refused = change_refusal(kind, connection, requester, open_change=opened)
     if refused is not None:
         raise refused
@@ -309,7 +314,7 @@ def change_file(
     )
     if replaces is not None and replaces.status == R.FAILED:
         request_cancel(request=replaces, actor=requester)
-    return _filed(request, requester)
+    return _filed(request, requester, replaces)
 
 
 def refuse_unless_replaceable(replaced: ConnectionRequest, user, connection: Connection) -> None:
