@@ -38,7 +38,7 @@ REMINDERS = ("change.reminder", "change.last_call")
 # Who
 
 
-def _approvers(target, *, but=None) -> list:
+def approvers_of(target, *, but=None) -> list:
     """Active people holding the approve permission (through a group or their own) who may
     approve the target's changes (roles.may_approve, as one query: a sweep flags many
     connections at once); `but`: never the requester."""
@@ -122,7 +122,7 @@ def _describe(request: R) -> str:
 def change_waiting(request: R, event=None) -> None:
     """A new or edited change waits for approvers who may decide it."""
     _write(
-        _approvers(request.target, but=request.requester_id),
+        approvers_of(request.target, but=request.requester_id),
         kind="change.waiting",
         key=f"waiting:{request.pk}:{request.revision}",
         subject=f"Waiting for approval: {request.get_kind_display()} {request.name}",
@@ -184,10 +184,16 @@ KINDS = (
 )
 
 
-def connection_flagged(connection: Connection, flag: str, event=None, *, was: str = "") -> None:
-    """To the connection's owners and its target's approvers: the flag, the ConnectionState
-    seen (and the one before, `was`), and for drift each drifted reference's versions."""
-    people = {p.pk: p for p in _owners(connection) + _approvers(connection.target)}
+def connection_flagged(
+    connection: Connection, flag: str, event=None, *, was: str = "", approvers=None
+) -> None:
+    """To the connection's owners and its target's approvers (`approvers`, when the caller
+    found them already: a sweep flags many connections of one target): the flag, the
+    ConnectionState seen (and the one before, `was`), and for drift each drifted reference's
+    versions."""
+    if approvers is None:
+        approvers = approvers_of(connection.target)
+    people = {p.pk: p for p in _owners(connection) + approvers}
     state = f"ConnectionState: {connection.state or 'unknown'}"
     if was and was != connection.state:
         state += f" (was {was})"
@@ -240,7 +246,7 @@ def remind_approvers(now=None) -> int:
     )
     written = 0
     targets = {r.target_id: r.target for r in waiting}
-    people = {p.pk: p for t in targets.values() for p in _approvers(t)}
+    people = {p.pk: p for t in targets.values() for p in approvers_of(t)}
     for person in people.values():
         mine = [r for r in waiting if r.requester_id != person.pk and may_approve(person, r.target)]
         if not mine:
@@ -273,7 +279,7 @@ def last_calls(now=None) -> int:
     for request in soon:
         with transaction.atomic():
             _write(
-                _approvers(request.target, but=request.requester_id),
+                approvers_of(request.target, but=request.requester_id),
                 kind="change.last_call",
                 key=f"last-call:{request.pk}",
                 subject=f"Last call: {request.get_kind_display()} {request.name} expires soon",

@@ -160,7 +160,8 @@ def connections_page(
         rows = rows.filter(name__startswith=prefix)
     if after is not None:
         name, pk = after
-        rows = rows.filter(Q(name__gt=name) | Q(name=name, id__gt=pk))
+        # name >= the cursor's first: an index range to start from (the OR alone is none).
+        rows = rows.filter(name__gte=name).filter(Q(name__gt=name) | Q(id__gt=pk))
     rows = list(
         rows.only(
             "name", "arn", "authorization_type", "state", "state_reason", "modified_at",

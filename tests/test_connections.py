@@ -263,3 +263,25 @@ def test_blank_form_is_the_same_from_the_cache(user_factory):
     )
     assert strip.sub("", first) == strip.sub("", second)
     assert 'name="name"' in second and 'name="oauth_header-TOTAL_FORMS"' in second
+
+
+def test_connection_pages_keep_a_name_shared_by_two_targets(monkeypatch):
+    """Keyset pages by (name, id): a name in two targets is on the pages once each."""
+    from connections_app import selectors
+
+    other = Target.objects.create(name="partner-k", account_id="111122223333", region="eu-west-1")
+    made = [
+        Connection.objects.create(target=target, name=name, arn=f"arn:{target.name}:{name}")
+        for name, target in (("k-a", Target.default()), ("k-b", Target.default()), ("k-b", other),
+                             ("k-c", other))
+    ]  # fmt: skip
+    monkeypatch.setattr(selectors, "CONNECTIONS_PAGE_SIZE", 1)
+    seen, after = [], None
+    while True:
+        page = selectors.connections_page(prefix="k-", after=after)
+        seen += [row.pk for row in page.rows]
+        if page.after is None:
+            break
+        name, _, pk = page.after.rpartition(" ")
+        after = (name, int(pk))
+    assert seen == [c.pk for c in sorted(made, key=lambda c: (c.name, c.pk))]

@@ -281,7 +281,7 @@ def test_approvers_told_are_exactly_those_who_may_approve(user_factory, requeste
     people[5].save()
     requester.groups.add(team)
     for target in (Target.default(), prod):
-        told = {p.username for p in notify._approvers(target, but=requester.pk)}
+        told = {p.username for p in notify.approvers_of(target, but=requester.pk)}
         fresh = [type(p).objects.get(pk=p.pk) for p in people]  # no cached permissions
         expected = {
             p.username

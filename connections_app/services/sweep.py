@@ -189,10 +189,15 @@ class _Found:
             deleted_outside=sum(1 for e in events if e["action"].endswith("deleted_outside")),
             drifted=len(self.drift),
         )
+        approvers = notify.approvers_of(self.target) if events else []
         for entry, event in zip(events, audit.append(events) if events else [], strict=True):
             for flag in entry["flags"]:
                 notify.connection_flagged(
-                    entry["connection"], flag, event, was=entry["data"]["previous_state"]
+                    entry["connection"],
+                    flag,
+                    event,
+                    was=entry["data"]["previous_state"],
+                    approvers=approvers,
                 )
 
     def _observed(self, row: Connection, found: dict | None) -> list[dict]:
