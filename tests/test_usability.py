@@ -519,6 +519,8 @@ def test_a_failed_change_not_edited_in_a_form_is_filed_again_in_its_place(
         (failed.pk, "connection.request.cancel"),
         (new.pk, "connection.request.create"),
     ]
+    filed = AuditEvent.objects.get(request_id=new.pk, action="connection.request.create")
+    assert json.loads(filed.data)["replaces"] == failed.pk
 
 
 def test_another_users_failed_change_is_not_replaced(
