@@ -16,20 +16,15 @@ import zlib
 from dataclasses import dataclass, field
 from urllib.parse import quote, quote_plus
 
+from django.conf import settings
 from django.core import mail
 from django.db import connection
 from django.test import Client
 
-# Loggers the app quiets in settings; the sweep turns every one of them up to DEBUG.
+# Turned up to DEBUG by the sweep, beside every logger the settings name (those the app
+# quiets included): the root, and Django's and the app's own.
 LOUD = (
     "",
-    "botocore",
-    "boto3",
-    "s3transfer",
-    "urllib3",
-    "hvac",
-    "requests",
-    "django",
     "django.request",
     "django.db.backends",
     "django.security",
@@ -177,7 +172,7 @@ class Capture:
 
     def __enter__(self) -> Capture:
         root = logging.getLogger()
-        for name in LOUD:
+        for name in (*LOUD, *settings.LOGGING["loggers"]):
             logger = logging.getLogger(name)
             self._saved.append((logger, logger.level, logger.disabled))
             logger.setLevel(logging.DEBUG)
