@@ -24,7 +24,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from .models import Connection, ConnectionRequest, Notification, NotificationMute
-from .roles import CAN_APPROVE, may_approve
+from .roles import CAN_APPROVE
 
 log = logging.getLogger(__name__)
 R = ConnectionRequest
@@ -245,10 +245,13 @@ def remind_approvers(now=None) -> int:
         ).select_related("target", "requester")
     )
     written = 0
+    # Each target's approvers, found once: who may decide which waiting change.
     targets = {r.target_id: r.target for r in waiting}
-    people = {p.pk: p for t in targets.values() for p in approvers_of(t)}
+    deciders = {pk: {p.pk: p for p in approvers_of(t)} for pk, t in targets.items()}
+    people = {pk: p for each in deciders.values() for pk, p in each.items()}
     for person in people.values():
-        mine = [r for r in waiting if r.requester_id != person.pk and may_approve(person, r.target)]
+        mine = [r for r in waiting
+                if r.requester_id != person.pk and person.pk in deciders[r.target_id]]  # fmt: skip
         if not mine:
             continue
         lines = "\n".join(

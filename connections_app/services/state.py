@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django.utils.functional import cached_property
 
 from .. import audit, eventbridge, notify
 from ..models import Connection, ConnectionRequest
@@ -30,8 +31,12 @@ class _Ours:
     """What the connection's newest change made here explains (read once, when needed)."""
 
     def __init__(self, connection: Connection):
-        self.last = (
-            connection.changes.filter(status__in=(R.SUBMITTING, *R.SUCCEEDED))
+        self.connection = connection
+
+    @cached_property
+    def last(self) -> ConnectionRequest | None:
+        return (
+            self.connection.changes.filter(status__in=(R.SUBMITTING, *R.SUCCEEDED))
             .order_by("-id")
             .only("kind", "status", "updated_at")
             .first()
@@ -57,12 +62,7 @@ def observe(connection: Connection, found: dict | None) -> list[str]:
     row, and the flags this raises: changed or deleted outside this dashboard, deauthorized
     by AWS. The one rule for refreshes and sweeps; AuthParameters are never taken."""
     before_state, before_modified = connection.state, connection.modified_at
-    ours = None
-
-    def explains(flag, modified=None):
-        nonlocal ours
-        ours = ours or _Ours(connection)
-        return ours.explains(flag, modified)
+    explains = _Ours(connection).explains
 
     raised = []
     if found is None:

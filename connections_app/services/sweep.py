@@ -214,8 +214,7 @@ class _Found:
         row.save()
         old = (before["state"], before["state_reason"], before["modified_at"])
         if not row.managed:
-            moved = (row.state, row.state_reason) != old[:2]
-            return [self._event(row, "state", old, flags=[])] if moved else []
+            flags = []  # nobody here answers for it: its state moves only (it has no drift)
         events = [self._event(row, flag, old, flags=[flag], warn=True) for flag in flags]
         if new_drift:
             events.append(self._event(row, "drift", old, flags=["drift"], warn=True))

@@ -169,6 +169,11 @@ def _pages(role: str, s) -> list[tuple[str, str]]:
         ("notifications", "/notifications/"),
         ("not-found", "/requests/999999999/"),
     ]
+    # The requester's and the approvers' view of requests that are over.
+    closed = [
+        (f"request-{key}", req.format(s[key].pk)) for key in ("rejected", "cancelled", "expired")
+    ]
+    closed.append(("request-created", req.format(s["made"].pk)))
     if role == "requester":
         return [
             *common,
@@ -176,11 +181,8 @@ def _pages(role: str, s) -> list[tuple[str, str]]:
             ("mine", "/requests/mine/"),
             ("request-pending", req.format(s["pending"].pk)),
             ("request-update-pending", req.format(s["update"].pk)),
-            ("request-created", req.format(s["made"].pk)),
             ("request-failed", req.format(s["failed"].pk)),
-            ("request-rejected", req.format(s["rejected"].pk)),
-            ("request-cancelled", req.format(s["cancelled"].pk)),
-            ("request-expired", req.format(s["expired"].pk)),
+            *closed,
             ("edit-failed", f"/requests/{s['failed'].pk}/edit/"),
             ("file-again", f"/requests/new/?from={s['rejected'].pk}"),
             ("cancel", f"/requests/{s['pending'].pk}/cancel/"),
@@ -199,11 +201,8 @@ def _pages(role: str, s) -> list[tuple[str, str]]:
             ("queue", "/approvals/"),
             ("request-review", req.format(s["pending"].pk)),
             ("request-review-update", req.format(s["update"].pk)),
-            ("request-created", req.format(s["made"].pk)),
             ("request-failed-retry", req.format(s["failed"].pk)),
-            ("request-rejected", req.format(s["rejected"].pk)),
-            ("request-cancelled", req.format(s["cancelled"].pk)),
-            ("request-expired", req.format(s["expired"].pk)),
+            *closed,
             ("adopt", f"/connections/{s['unmanaged'].pk}/adopt/"),
             *_audit_pages(s),
             ("forbidden", "/requests/new/"),
